@@ -1,0 +1,421 @@
+//! The event log: every committed change gets the next revision.
+//!
+//! Revisions are assigned under one lock and handed, in order, to a single
+//! writer task, which makes a batch durable (group commit), appends it to the
+//! in-memory ring and only then broadcasts it. So anything a live subscriber
+//! has seen can be replayed, and replay plus live never leaves a gap.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::store::TreeStore;
+use crate::uri::Uri;
+use crate::value::{Format, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Added,
+    Deleted,
+    Replaced,
+    Renamed,
+    Copied,
+    Exec,
+    SessionOpened,
+    SessionClosed,
+    Monitoring,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 9] = [
+        EventKind::Added,
+        EventKind::Deleted,
+        EventKind::Replaced,
+        EventKind::Renamed,
+        EventKind::Copied,
+        EventKind::Exec,
+        EventKind::SessionOpened,
+        EventKind::SessionClosed,
+        EventKind::Monitoring,
+    ];
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub revision: u64,
+    pub timestamp: DateTime<Utc>,
+    pub kind: EventKind,
+    pub uri: Uri,
+    /// The new URI, for `renamed` and `copied`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<Uri>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<Format>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<Json>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+}
+
+/// An event before it has a revision.
+#[derive(Debug, Clone)]
+pub struct EventDraft {
+    kind: EventKind,
+    uri: Uri,
+    to: Option<Uri>,
+    principal: Option<String>,
+    value: Option<Value>,
+    session: Option<String>,
+}
+
+impl EventDraft {
+    pub fn new(kind: EventKind, uri: Uri) -> Self {
+        Self { kind, uri, to: None, principal: None, value: None, session: None }
+    }
+
+    pub fn to(mut self, to: Uri) -> Self {
+        self.to = Some(to);
+        self
+    }
+
+    pub fn principal(mut self, p: Option<&str>) -> Self {
+        self.principal = p.map(str::to_owned);
+        self
+    }
+
+    pub fn value(mut self, v: Option<Value>) -> Self {
+        self.value = v;
+        self
+    }
+
+    pub fn session(mut self, s: Option<String>) -> Self {
+        self.session = s;
+        self
+    }
+
+    pub fn uri(&self) -> &Uri {
+        &self.uri
+    }
+
+    fn seal(self, revision: u64, timestamp: DateTime<Utc>) -> Event {
+        Event {
+            revision,
+            timestamp,
+            kind: self.kind,
+            uri: self.uri,
+            to: self.to,
+            principal: self.principal,
+            format: self.value.as_ref().map(Value::format),
+            value: self.value.as_ref().map(Value::to_json),
+            session: self.session,
+        }
+    }
+}
+
+/// What a subscriber's cursor yields: an event, or notice that some were lost.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    Event(Arc<Event>),
+    /// Revisions `from..=to` are no longer retained; resume after `to`.
+    Gap { from: u64, to: u64 },
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventLogConfig {
+    /// Recent events kept in memory for fast replay.
+    pub ring: usize,
+    /// Events kept in the durable journal; older ones are pruned.
+    pub retain: u64,
+    /// Live broadcast buffer per subscriber before it must catch up from the ring.
+    pub live_buffer: usize,
+}
+
+impl Default for EventLogConfig {
+    fn default() -> Self {
+        Self { ring: 65_536, retain: 1_000_000, live_buffer: 4_096 }
+    }
+}
+
+struct Batch {
+    events: Vec<Arc<Event>>,
+    ack: Option<oneshot::Sender<()>>,
+}
+
+/// State shared with the writer task (which must not keep the log itself alive).
+struct Shared {
+    ring: RwLock<VecDeque<Arc<Event>>>,
+    /// The highest revision made durable and visible.
+    head: AtomicU64,
+    live: broadcast::Sender<Arc<Event>>,
+    store: Arc<dyn TreeStore>,
+    journal_failures: AtomicU64,
+    config: EventLogConfig,
+}
+
+pub struct EventLog {
+    next: Mutex<u64>,
+    writer: mpsc::UnboundedSender<Batch>,
+    shared: Arc<Shared>,
+}
+
+impl EventLog {
+    /// Opens the log on a store, resuming after its last revision. Needs a tokio runtime.
+    pub async fn open(store: Arc<dyn TreeStore>, config: EventLogConfig) -> crate::Result<Arc<Self>> {
+        let head = store.head_revision().await?;
+        let recent = store.read_events(head.saturating_sub(config.ring as u64), config.ring).await?;
+        let (live, _) = broadcast::channel(config.live_buffer.max(16));
+        let shared = Arc::new(Shared {
+            ring: RwLock::new(recent.into_iter().map(Arc::new).collect()),
+            head: AtomicU64::new(head),
+            live,
+            store,
+            journal_failures: AtomicU64::new(0),
+            config,
+        });
+        let (writer, rx) = mpsc::unbounded_channel();
+        tokio::spawn(write_loop(shared.clone(), rx));
+        Ok(Arc::new(Self { next: Mutex::new(head + 1), writer, shared }))
+    }
+
+    /// Assigns revisions and queues the events; returns the last revision.
+    pub fn publish(&self, drafts: Vec<EventDraft>) -> u64 {
+        self.submit(drafts, None)
+    }
+
+    /// Like [`publish`](Self::publish), and waits until the events are durable and visible.
+    pub async fn append(&self, drafts: Vec<EventDraft>) -> u64 {
+        let (tx, rx) = oneshot::channel();
+        let rev = self.submit(drafts, Some(tx));
+        let _ = rx.await;
+        rev
+    }
+
+    fn submit(&self, drafts: Vec<EventDraft>, ack: Option<oneshot::Sender<()>>) -> u64 {
+        let now = Utc::now();
+        let mut next = self.next.lock();
+        let events: Vec<_> = drafts
+            .into_iter()
+            .map(|d| {
+                let e = Arc::new(d.seal(*next, now));
+                *next += 1;
+                e
+            })
+            .collect();
+        // Sent under the lock, so the writer sees batches in revision order.
+        let _ = self.writer.send(Batch { events, ack });
+        *next - 1
+    }
+
+    /// The highest durable revision.
+    pub fn head(&self) -> u64 {
+        self.shared.head.load(Ordering::Acquire)
+    }
+
+    pub fn journal_failures(&self) -> u64 {
+        self.shared.journal_failures.load(Ordering::Relaxed)
+    }
+
+    /// A cursor yielding every event after `since`, replayed then live.
+    pub fn cursor(&self, since: u64) -> EventCursor {
+        EventCursor {
+            next: since + 1,
+            rx: self.shared.live.subscribe(),
+            shared: self.shared.clone(),
+            backlog: VecDeque::new(),
+        }
+    }
+}
+
+async fn write_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Batch>) {
+    let mut batches = Vec::new();
+    let mut since_prune = 0u64;
+    while rx.recv_many(&mut batches, 1024).await > 0 {
+        let events: Vec<Arc<Event>> = batches.iter().flat_map(|b| b.events.iter().cloned()).collect();
+        if let Err(e) = shared.store.append_events(&events).await {
+            shared.journal_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, count = events.len(), "event journal append failed; events stay in memory only");
+        }
+        if let Some(last) = events.last() {
+            let mut ring = shared.ring.write();
+            ring.extend(events.iter().cloned());
+            while ring.len() > shared.config.ring {
+                ring.pop_front();
+            }
+            shared.head.store(last.revision, Ordering::Release);
+        }
+        for e in &events {
+            let _ = shared.live.send(e.clone());
+        }
+        for b in batches.drain(..) {
+            if let Some(ack) = b.ack {
+                let _ = ack.send(());
+            }
+        }
+        since_prune += events.len() as u64;
+        if since_prune >= 10_000 {
+            since_prune = 0;
+            let keep_after = shared.head.load(Ordering::Acquire).saturating_sub(shared.config.retain);
+            if keep_after > 0
+                && let Err(e) = shared.store.prune_events(keep_after).await
+            {
+                tracing::warn!(error = %e, "event journal pruning failed");
+            }
+        }
+    }
+}
+
+/// Reads the log in revision order without gaps: from the ring or the journal
+/// while behind, then from the live broadcast.
+pub struct EventCursor {
+    next: u64,
+    rx: broadcast::Receiver<Arc<Event>>,
+    shared: Arc<Shared>,
+    backlog: VecDeque<Arc<Event>>,
+}
+
+const PAGE: usize = 1024;
+
+impl EventCursor {
+    /// The next delivery; `None` once the log is closed.
+    pub async fn next(&mut self) -> Option<Delivery> {
+        loop {
+            while let Some(e) = self.backlog.pop_front() {
+                if e.revision >= self.next {
+                    self.next = e.revision + 1;
+                    return Some(Delivery::Event(e));
+                }
+            }
+            if self.next <= self.shared.head.load(Ordering::Acquire) {
+                if let Some(gap) = self.fill_backlog().await {
+                    return Some(gap);
+                }
+                continue;
+            }
+            match self.rx.recv().await {
+                Ok(e) if e.revision == self.next => {
+                    self.next += 1;
+                    return Some(Delivery::Event(e));
+                }
+                // Older ones were replayed already; newer ones mean we must read back.
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    /// The next revision this cursor will deliver.
+    pub fn position(&self) -> u64 {
+        self.next
+    }
+
+    async fn fill_backlog(&mut self) -> Option<Delivery> {
+        {
+            let ring = self.shared.ring.read();
+            if let Some(first) = ring.front()
+                && first.revision <= self.next
+            {
+                let skip = (self.next - first.revision) as usize;
+                self.backlog.extend(ring.iter().skip(skip).take(PAGE).cloned());
+                return None;
+            }
+        }
+        match self.shared.store.read_events(self.next - 1, PAGE).await {
+            Ok(events) if events.first().is_some_and(|e| e.revision == self.next) => {
+                self.backlog.extend(events.into_iter().map(Arc::new));
+                None
+            }
+            Ok(events) => {
+                // The journal no longer has `next`: report the hole and skip it.
+                let oldest_ring = self.shared.ring.read().front().map(|e| e.revision);
+                let resume = events.first().map(|e| e.revision).or(oldest_ring).unwrap_or(self.next + 1);
+                let gap = Delivery::Gap { from: self.next, to: resume - 1 };
+                self.next = resume;
+                Some(gap)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "journal read failed; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryTreeStore;
+
+    fn draft(n: u64) -> EventDraft {
+        EventDraft::new(EventKind::Replaced, Uri::from_key(format!("n{n}"))).value(Some(Value::Int(n as i64)))
+    }
+
+    #[tokio::test]
+    async fn revisions_increase_and_replay_then_live() {
+        let log = EventLog::open(Arc::new(MemoryTreeStore::default()), EventLogConfig::default()).await.unwrap();
+        assert_eq!(log.append(vec![draft(1), draft(2)]).await, 2);
+        let mut cursor = log.cursor(0);
+        log.publish(vec![draft(3)]);
+        for want in 1..=3 {
+            match cursor.next().await {
+                Some(Delivery::Event(e)) => assert_eq!(e.revision, want),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_back_from_the_journal_and_reports_gaps() {
+        let store = Arc::new(MemoryTreeStore::default());
+        let config = EventLogConfig { ring: 4, retain: 1_000, live_buffer: 16 };
+        let log = EventLog::open(store.clone(), config).await.unwrap();
+        log.append((1..=10).map(draft).collect()).await;
+        let mut cursor = log.cursor(2);
+        match cursor.next().await {
+            Some(Delivery::Event(e)) => assert_eq!(e.revision, 3),
+            other => panic!("unexpected {other:?}"),
+        }
+        store.prune_events(6).await.unwrap();
+        let mut late = log.cursor(1);
+        assert_eq!(late.next().await, Some(Delivery::Gap { from: 2, to: 6 }));
+        match late.next().await {
+            Some(Delivery::Event(e)) => assert_eq!(e.revision, 7),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn resumes_revisions_after_reopen() {
+        let store = Arc::new(MemoryTreeStore::default());
+        let log = EventLog::open(store.clone(), EventLogConfig::default()).await.unwrap();
+        log.append(vec![draft(1), draft(2)]).await;
+        drop(log);
+        let log = EventLog::open(store, EventLogConfig::default()).await.unwrap();
+        assert_eq!(log.head(), 2);
+        assert_eq!(log.append(vec![draft(3)]).await, 3);
+    }
+
+    #[tokio::test]
+    async fn lagging_cursor_catches_up_from_the_ring() {
+        let config = EventLogConfig { ring: 10_000, retain: 100_000, live_buffer: 16 };
+        let log = EventLog::open(Arc::new(MemoryTreeStore::default()), config).await.unwrap();
+        let mut cursor = log.cursor(0);
+        log.append((1..=500).map(draft).collect()).await;
+        for want in 1..=500 {
+            match cursor.next().await {
+                Some(Delivery::Event(e)) => assert_eq!(e.revision, want),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The `DataHandler` trait: the narrow waist every subtree is served through.
+//!
+//! Paths are relative to the handler's mount point, so a handler does not
+//! know (or care) where it is mounted. Write operations default to
+//! "command not allowed", so a read-only handler is a page of code.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value as Json;
+
+use crate::acl::Principal;
+use crate::error::{DmtError, Result};
+use crate::event::{EventKind, EventLog};
+use crate::meta::Meta;
+use crate::node::{NewNode, Node, PropsPatch};
+use crate::uri::Uri;
+use crate::value::Value;
+
+/// Identifies an atomic transaction across the handlers it touches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TxId(pub u64);
+
+/// Who is asking, and inside which transaction (if any).
+#[derive(Debug, Clone, Copy)]
+pub struct OpContext<'a> {
+    pub principal: &'a Principal,
+    pub tx: Option<TxId>,
+}
+
+#[async_trait]
+pub trait DataHandler: Send + Sync + 'static {
+    /// The handler's kind, shown under `./mounts`.
+    fn kind(&self) -> &'static str;
+
+    async fn get(&self, cx: OpContext<'_>, path: &Uri) -> Result<Node>;
+
+    /// Names of the children of an interior node, in order.
+    async fn children(&self, cx: OpContext<'_>, path: &Uri) -> Result<Vec<String>>;
+
+    /// What the node at `path` (existing or about to be created) allows.
+    async fn meta(&self, _cx: OpContext<'_>, _path: &Uri) -> Result<Meta> {
+        Ok(Meta::read_only())
+    }
+
+    async fn add(&self, _cx: OpContext<'_>, path: &Uri, _node: NewNode) -> Result<()> {
+        Err(not_allowed(path, "add"))
+    }
+
+    async fn replace(&self, _cx: OpContext<'_>, path: &Uri, _value: Value) -> Result<()> {
+        Err(not_allowed(path, "replace"))
+    }
+
+    async fn set_props(&self, _cx: OpContext<'_>, path: &Uri, _patch: PropsPatch) -> Result<()> {
+        Err(not_allowed(path, "replace"))
+    }
+
+    /// Deletes the node and its whole subtree.
+    async fn delete(&self, _cx: OpContext<'_>, path: &Uri) -> Result<()> {
+        Err(not_allowed(path, "delete"))
+    }
+
+    async fn rename(&self, _cx: OpContext<'_>, path: &Uri, _new_name: &str) -> Result<()> {
+        Err(not_allowed(path, "rename"))
+    }
+
+    /// Copies the subtree at `from` to `to`, both inside this handler.
+    async fn copy(&self, _cx: OpContext<'_>, from: &Uri, _to: &Uri) -> Result<()> {
+        Err(not_allowed(from, "copy"))
+    }
+
+    async fn exec(&self, _cx: OpContext<'_>, path: &Uri, _data: Option<Json>) -> Result<Json> {
+        Err(not_allowed(path, "exec"))
+    }
+
+    /// Whether writes may join atomic sessions (the hooks below are then honoured).
+    fn transactional(&self) -> bool {
+        false
+    }
+
+    /// Phase one of commit: make the transaction's writes ready, or refuse.
+    async fn prepare(&self, _tx: TxId) -> Result<()> {
+        Ok(())
+    }
+
+    async fn commit(&self, _tx: TxId) -> Result<()> {
+        Ok(())
+    }
+
+    async fn rollback(&self, _tx: TxId) {}
+
+    /// Called once when mounted, with the sink for changes the handler observes itself.
+    fn attach(&self, _sink: ChangeSink) {}
+
+    /// Called when unmounted: stop background work.
+    fn detach(&self) {}
+}
+
+fn not_allowed(path: &Uri, op: &str) -> DmtError {
+    DmtError::not_allowed(path, format!("this handler does not support {op}"))
+}
+
+/// How a handler reports changes it observes (polled values, remote events).
+/// Paths are relative to the mount; the sink makes them absolute.
+#[derive(Clone)]
+pub struct ChangeSink {
+    mount: Uri,
+    log: Arc<EventLog>,
+}
+
+impl ChangeSink {
+    pub(crate) fn new(mount: Uri, log: Arc<EventLog>) -> Self {
+        Self { mount, log }
+    }
+
+    /// Records a change; returns once it has a revision (not waiting for durability).
+    pub fn emit(&self, kind: EventKind, path: &Uri, value: Option<&Value>) {
+        let uri = self.mount.concat(path);
+        self.log.publish(vec![crate::event::EventDraft::new(kind, uri).value(value.cloned())]);
+    }
+}

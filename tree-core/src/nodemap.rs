@@ -1,0 +1,499 @@
+//! A compact, ordered, transactional node store: the in-memory half of the
+//! memory handler and of the config store.
+//!
+//! Nodes are keyed by their NUL-joined path, so a subtree is one contiguous
+//! key range (`key` up to `key + "\x01"`), and listing children skips over
+//! each child's descendants with one range seek. Writes are *planned* against
+//! a consistent view into [`Mutation`]s, which a persistent owner can make
+//! durable before they are *applied*. A transaction keeps its mutations in an
+//! overlay that only its own reads see.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+
+use chrono::{DateTime, Utc};
+use parking_lot::RwLock;
+
+use crate::error::{DmtError, Result};
+use crate::handler::TxId;
+use crate::meta::NodeKind;
+use crate::node::{NewNode, Node, Props, PropsPatch};
+use crate::uri::Uri;
+use crate::value::Value;
+
+/// One stored node. Kept small: a million of these live in memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// `None` for interior nodes.
+    pub value: Option<Value>,
+    pub version: u64,
+    pub modified_ms: i64,
+    pub extra: Option<Box<Extra>>,
+}
+
+/// Rarely set properties, boxed so that nodes without them pay one pointer.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Extra {
+    pub title: Option<Box<str>>,
+    pub mime: Option<Box<str>>,
+}
+
+impl Entry {
+    pub fn kind(&self) -> NodeKind {
+        if self.value.is_some() { NodeKind::Leaf } else { NodeKind::Interior }
+    }
+
+    fn to_node(&self) -> Node {
+        let extra = self.extra.as_deref();
+        Node {
+            kind: self.kind(),
+            value: self.value.clone(),
+            props: Props {
+                title: extra.and_then(|e| e.title.as_deref()).map(str::to_owned),
+                mime: extra.and_then(|e| e.mime.as_deref()).map(str::to_owned),
+                version: self.version,
+                timestamp: DateTime::<Utc>::from_timestamp_millis(self.modified_ms),
+            },
+        }
+    }
+}
+
+/// A planned change, in terms a persistence layer can write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mutation {
+    Put(Box<str>, Entry),
+    /// Removes the node at the key and all its descendants.
+    DeleteSubtree(Box<str>),
+}
+
+/// The exclusive upper bound of the subtree rooted at `key`.
+pub fn subtree_end(key: &str) -> String {
+    format!("{key}\u{1}")
+}
+
+fn child_key(parent: &str, name: &str) -> String {
+    if parent.is_empty() { name.to_owned() } else { format!("{parent}\0{name}") }
+}
+
+#[derive(Default)]
+struct Overlay {
+    view: BTreeMap<Box<str>, Option<Entry>>,
+    log: Vec<Mutation>,
+}
+
+struct Inner {
+    nodes: BTreeMap<Box<str>, Entry>,
+    seq: u64,
+    txs: HashMap<TxId, Overlay>,
+}
+
+pub struct NodeMap {
+    inner: RwLock<Inner>,
+}
+
+impl Default for NodeMap {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl NodeMap {
+    pub fn new() -> Self {
+        let mut nodes = BTreeMap::new();
+        nodes.insert(Box::from(""), Entry { value: None, version: 1, modified_ms: now_ms(), extra: None });
+        Self { inner: RwLock::new(Inner { nodes, seq: 1, txs: HashMap::new() }) }
+    }
+
+    /// Loads persisted entries (at start-up, before any request).
+    pub fn load(&self, entries: impl IntoIterator<Item = (Box<str>, Entry)>) {
+        let mut inner = self.inner.write();
+        for (key, entry) in entries {
+            inner.seq = inner.seq.max(entry.version);
+            inner.nodes.insert(key, entry);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.read().nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() <= 1
+    }
+
+    pub fn get(&self, tx: Option<TxId>, path: &Uri) -> Result<Node> {
+        let inner = self.inner.read();
+        View::new(&inner, tx).get(path.key()).map(Entry::to_node).ok_or_else(|| DmtError::not_found(path))
+    }
+
+    pub fn children(&self, tx: Option<TxId>, path: &Uri) -> Result<Vec<String>> {
+        let inner = self.inner.read();
+        let view = View::new(&inner, tx);
+        match view.get(path.key()) {
+            None => Err(DmtError::not_found(path)),
+            Some(e) if e.value.is_some() => Ok(Vec::new()),
+            Some(_) => Ok(view.child_names(path.key())),
+        }
+    }
+
+    /// Plans a write against the current view (the caller serialises writers).
+    pub fn plan(&self, tx: Option<TxId>, op: Op<'_>) -> Result<Vec<Mutation>> {
+        let inner = self.inner.read();
+        let view = View::new(&inner, tx);
+        let mut seq = inner.seq;
+        let mut next_version = || {
+            seq += 1;
+            seq
+        };
+        view.plan(op, &mut next_version)
+    }
+
+    /// Applies planned mutations: to the transaction's overlay, or to the base.
+    pub fn apply(&self, tx: Option<TxId>, muts: &[Mutation]) {
+        let mut inner = self.inner.write();
+        for m in muts {
+            if let Mutation::Put(_, e) = m {
+                inner.seq = inner.seq.max(e.version);
+            }
+        }
+        match tx {
+            Some(tx) => apply_overlay(&mut inner, tx, muts),
+            None => apply_base(&mut inner.nodes, muts),
+        }
+    }
+
+    /// The transaction's mutations, in order, for the owner to persist.
+    pub fn tx_log(&self, tx: TxId) -> Vec<Mutation> {
+        self.inner.read().txs.get(&tx).map(|o| o.log.clone()).unwrap_or_default()
+    }
+
+    /// Makes a transaction's writes visible to everyone.
+    pub fn commit(&self, tx: TxId) {
+        let mut inner = self.inner.write();
+        if let Some(overlay) = inner.txs.remove(&tx) {
+            apply_base(&mut inner.nodes, &overlay.log);
+        }
+    }
+
+    pub fn rollback(&self, tx: TxId) {
+        self.inner.write().txs.remove(&tx);
+    }
+}
+
+/// A write, in handler-relative paths.
+#[derive(Debug, Clone, Copy)]
+pub enum Op<'a> {
+    Add(&'a Uri, &'a NewNode),
+    Replace(&'a Uri, &'a Value),
+    SetProps(&'a Uri, &'a PropsPatch),
+    Delete(&'a Uri),
+    Rename(&'a Uri, &'a str),
+    Copy(&'a Uri, &'a Uri),
+}
+
+fn apply_base(nodes: &mut BTreeMap<Box<str>, Entry>, muts: &[Mutation]) {
+    for m in muts {
+        match m {
+            Mutation::Put(k, e) => {
+                nodes.insert(k.clone(), e.clone());
+            }
+            Mutation::DeleteSubtree(k) => {
+                for k in subtree_keys(nodes, k) {
+                    nodes.remove(&k);
+                }
+            }
+        }
+    }
+}
+
+fn apply_overlay(inner: &mut Inner, tx: TxId, muts: &[Mutation]) {
+    // Tombstones need the base keys, so gather them (one list per delete) before borrowing the overlay.
+    let mut base_keys: Vec<Vec<Box<str>>> = muts
+        .iter()
+        .filter_map(|m| match m {
+            Mutation::DeleteSubtree(k) => Some(subtree_keys(&inner.nodes, k)),
+            Mutation::Put(..) => None,
+        })
+        .collect::<Vec<_>>();
+    base_keys.reverse();
+    let overlay = inner.txs.entry(tx).or_default();
+    for m in muts {
+        match m {
+            Mutation::Put(k, e) => {
+                overlay.view.insert(k.clone(), Some(e.clone()));
+            }
+            Mutation::DeleteSubtree(k) => {
+                let shadowed = subtree_keys(&overlay.view, k);
+                for key in shadowed.into_iter().chain(base_keys.pop().unwrap_or_default()) {
+                    overlay.view.insert(key, None);
+                }
+            }
+        }
+        overlay.log.push(m.clone());
+    }
+}
+
+fn subtree_keys<V>(map: &BTreeMap<Box<str>, V>, key: &str) -> Vec<Box<str>> {
+    let end = subtree_end(key);
+    map.range::<str, _>((Bound::Included(key), Bound::Excluded(end.as_str()))).map(|(k, _)| k.clone()).collect()
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+/// The base map seen through a transaction's overlay.
+struct View<'a> {
+    base: &'a BTreeMap<Box<str>, Entry>,
+    overlay: Option<&'a Overlay>,
+}
+
+impl<'a> View<'a> {
+    fn new(inner: &'a Inner, tx: Option<TxId>) -> Self {
+        Self { base: &inner.nodes, overlay: tx.and_then(|t| inner.txs.get(&t)) }
+    }
+
+    fn get(&self, key: &str) -> Option<&'a Entry> {
+        match self.overlay.and_then(|o| o.view.get(key)) {
+            Some(shadow) => shadow.as_ref(),
+            None => self.base.get(key),
+        }
+    }
+
+    fn child_names(&self, key: &str) -> Vec<String> {
+        let mut names = names_in(self.base, key, |_| true);
+        if let Some(o) = self.overlay {
+            names.extend(names_in(&o.view, key, Option::is_some));
+            names.sort();
+            names.dedup();
+            names.retain(|n| self.get(&child_key(key, n)).is_some());
+        }
+        names
+    }
+
+    /// Every node of the subtree at `key` (itself first), in key order.
+    fn subtree(&self, key: &str) -> Vec<(String, Entry)> {
+        let end = subtree_end(key);
+        let range = || (Bound::Included(key), Bound::Excluded(end.as_str()));
+        let mut merged: BTreeMap<&str, Option<&Entry>> =
+            self.base.range::<str, _>(range()).map(|(k, e)| (&**k, Some(e))).collect();
+        if let Some(o) = self.overlay {
+            merged.extend(o.view.range::<str, _>(range()).map(|(k, e)| (&**k, e.as_ref())));
+        }
+        merged.into_iter().filter_map(|(k, e)| e.map(|e| (k.to_owned(), e.clone()))).collect()
+    }
+
+    fn existing(&self, path: &Uri) -> Result<&'a Entry> {
+        self.get(path.key()).ok_or_else(|| DmtError::not_found(path))
+    }
+
+    fn require_parent(&self, path: &Uri) -> Result<()> {
+        let parent = path.parent().ok_or_else(|| DmtError::exists(path))?;
+        match self.get(parent.key()) {
+            None => Err(DmtError::not_found(&parent)),
+            Some(p) if p.value.is_some() => Err(DmtError::not_allowed(path, "the parent is a leaf")),
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn require_absent(&self, path: &Uri) -> Result<()> {
+        match self.get(path.key()) {
+            Some(_) => Err(DmtError::exists(path)),
+            None => Ok(()),
+        }
+    }
+
+    fn plan(&self, op: Op<'_>, next_version: &mut dyn FnMut() -> u64) -> Result<Vec<Mutation>> {
+        let now = now_ms();
+        let fresh = |value: Option<Value>, version: u64| Entry { value, version, modified_ms: now, extra: None };
+        match op {
+            Op::Add(path, node) => {
+                self.require_absent(path)?;
+                self.require_parent(path)?;
+                let value = match node {
+                    NewNode::Interior => None,
+                    NewNode::Leaf(v) => Some(v.clone()),
+                };
+                Ok(vec![Mutation::Put(path.key().into(), fresh(value, next_version()))])
+            }
+            Op::Replace(path, value) => {
+                let old = self.existing(path)?;
+                if old.value.is_none() {
+                    return Err(DmtError::not_allowed(path, "an interior node has no value to replace"));
+                }
+                let entry = Entry { value: Some(value.clone()), version: next_version(), modified_ms: now, extra: old.extra.clone() };
+                Ok(vec![Mutation::Put(path.key().into(), entry)])
+            }
+            Op::SetProps(path, patch) => {
+                let old = self.existing(path)?;
+                let mut extra = old.extra.as_deref().cloned().unwrap_or_default();
+                if let Some(t) = &patch.title {
+                    extra.title = t.as_deref().map(Box::from);
+                }
+                if let Some(m) = &patch.mime {
+                    extra.mime = m.as_deref().map(Box::from);
+                }
+                let extra = (extra != Extra::default()).then(|| Box::new(extra));
+                let entry = Entry { value: old.value.clone(), version: next_version(), modified_ms: now, extra };
+                Ok(vec![Mutation::Put(path.key().into(), entry)])
+            }
+            Op::Delete(path) => {
+                if path.is_root() {
+                    return Err(DmtError::not_allowed(path, "the root of a handler cannot be deleted"));
+                }
+                self.existing(path)?;
+                Ok(vec![Mutation::DeleteSubtree(path.key().into())])
+            }
+            Op::Rename(path, new_name) => {
+                let parent = path.parent().ok_or_else(|| DmtError::not_allowed(path, "the root cannot be renamed"))?;
+                let to = Uri::from_key(child_key(parent.key(), new_name));
+                self.require_absent(&to)?;
+                let moved = self.subtree(path.key());
+                if moved.is_empty() {
+                    return Err(DmtError::not_found(path));
+                }
+                let mut muts = vec![Mutation::DeleteSubtree(path.key().into())];
+                for (i, (key, mut entry)) in moved.into_iter().enumerate() {
+                    if i == 0 {
+                        entry.version = next_version();
+                        entry.modified_ms = now;
+                    }
+                    let new_key = format!("{}{}", to.key(), &key[path.key().len()..]);
+                    muts.push(Mutation::Put(new_key.into(), entry));
+                }
+                Ok(muts)
+            }
+            Op::Copy(from, to) => {
+                self.require_absent(to)?;
+                self.require_parent(to)?;
+                if from.is_prefix_of(to) {
+                    return Err(DmtError::not_allowed(to, "cannot copy a node into its own subtree"));
+                }
+                let copied = self.subtree(from.key());
+                if copied.is_empty() {
+                    return Err(DmtError::not_found(from));
+                }
+                Ok(copied
+                    .into_iter()
+                    .map(|(key, entry)| {
+                        let new_key = format!("{}{}", to.key(), &key[from.key().len()..]);
+                        Mutation::Put(new_key.into(), Entry { version: next_version(), modified_ms: now, ..entry })
+                    })
+                    .collect())
+            }
+        }
+    }
+}
+
+/// Direct child names under `key`, seeking past each child's subtree.
+fn names_in<V>(map: &BTreeMap<Box<str>, V>, key: &str, keep: impl Fn(&V) -> bool) -> Vec<String> {
+    let prefix = if key.is_empty() { String::new() } else { format!("{key}\0") };
+    let mut names = Vec::new();
+    let mut from = Bound::Excluded(key.to_owned());
+    while let Some((k, v)) = map.range::<str, _>((from.as_ref().map(String::as_str), Bound::Unbounded)).next() {
+        let Some(rest) = k.strip_prefix(prefix.as_str()) else { break };
+        let name = rest.split('\0').next().unwrap_or(rest);
+        if rest.len() == name.len() && keep(v) {
+            names.push(name.to_owned());
+        }
+        from = Bound::Included(subtree_end(&child_key(key, name)));
+    }
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::uri::UriLimits;
+
+    fn u(s: &str) -> Uri {
+        Uri::parse(&format!("./{s}"), &UriLimits::default()).unwrap()
+    }
+
+    fn write(map: &NodeMap, tx: Option<TxId>, op: Op<'_>) -> Result<()> {
+        let muts = map.plan(tx, op)?;
+        map.apply(tx, &muts);
+        Ok(())
+    }
+
+    fn leaf(v: i64) -> NewNode {
+        NewNode::Leaf(Value::Int(v))
+    }
+
+    #[test]
+    fn lists_children_in_order_without_descendants() {
+        let m = NodeMap::new();
+        write(&m, None, Op::Add(&u("a"), &NewNode::Interior)).unwrap();
+        write(&m, None, Op::Add(&u("a/x"), &NewNode::Interior)).unwrap();
+        write(&m, None, Op::Add(&u("a/x/deep"), &leaf(1))).unwrap();
+        write(&m, None, Op::Add(&u("a/x-y"), &leaf(2))).unwrap();
+        write(&m, None, Op::Add(&u("a/b"), &leaf(3))).unwrap();
+        assert_eq!(m.children(None, &u("a")).unwrap(), ["b", "x", "x-y"]);
+        assert_eq!(m.children(None, &Uri::root()).unwrap(), ["a"]);
+        assert!(matches!(write(&m, None, Op::Add(&u("nope/x"), &leaf(1))), Err(DmtError::NodeNotFound { .. })));
+        assert!(matches!(write(&m, None, Op::Add(&u("a/b"), &leaf(1))), Err(DmtError::NodeAlreadyExists { .. })));
+        assert!(matches!(write(&m, None, Op::Add(&u("a/b/c"), &leaf(1))), Err(DmtError::CommandNotAllowed { .. })));
+    }
+
+    #[test]
+    fn versions_increase_on_every_change() {
+        let m = NodeMap::new();
+        write(&m, None, Op::Add(&u("v"), &leaf(1))).unwrap();
+        let v1 = m.get(None, &u("v")).unwrap().props.version;
+        write(&m, None, Op::Replace(&u("v"), &Value::Int(2))).unwrap();
+        let v2 = m.get(None, &u("v")).unwrap().props.version;
+        write(&m, None, Op::Delete(&u("v"))).unwrap();
+        write(&m, None, Op::Add(&u("v"), &leaf(3))).unwrap();
+        let v3 = m.get(None, &u("v")).unwrap().props.version;
+        assert!(v1 < v2 && v2 < v3);
+    }
+
+    #[test]
+    fn delete_rename_and_copy_subtrees() {
+        let m = NodeMap::new();
+        write(&m, None, Op::Add(&u("a"), &NewNode::Interior)).unwrap();
+        write(&m, None, Op::Add(&u("a/b"), &leaf(1))).unwrap();
+        write(&m, None, Op::Copy(&u("a"), &u("c"))).unwrap();
+        write(&m, None, Op::Rename(&u("a"), "z")).unwrap();
+        assert!(m.get(None, &u("a/b")).is_err());
+        assert_eq!(m.get(None, &u("z/b")).unwrap().value, Some(Value::Int(1)));
+        assert_eq!(m.get(None, &u("c/b")).unwrap().value, Some(Value::Int(1)));
+        write(&m, None, Op::Delete(&u("z"))).unwrap();
+        assert_eq!(m.len(), 3);
+        assert!(write(&m, None, Op::Copy(&u("c"), &u("c/b2"))).is_err());
+    }
+
+    #[test]
+    fn transactions_are_isolated_until_commit() {
+        let m = NodeMap::new();
+        write(&m, None, Op::Add(&u("keep"), &leaf(1))).unwrap();
+        let tx = TxId(7);
+        write(&m, Some(tx), Op::Add(&u("new"), &leaf(2))).unwrap();
+        write(&m, Some(tx), Op::Delete(&u("keep"))).unwrap();
+        assert!(m.get(None, &u("new")).is_err());
+        assert!(m.get(None, &u("keep")).is_ok());
+        assert_eq!(m.children(Some(tx), &Uri::root()).unwrap(), ["new"]);
+        assert_eq!(m.tx_log(tx).len(), 2);
+        m.commit(tx);
+        assert_eq!(m.children(None, &Uri::root()).unwrap(), ["new"]);
+
+        let tx2 = TxId(8);
+        write(&m, Some(tx2), Op::Replace(&u("new"), &Value::Int(9))).unwrap();
+        m.rollback(tx2);
+        assert_eq!(m.get(None, &u("new")).unwrap().value, Some(Value::Int(2)));
+    }
+
+    #[test]
+    fn tx_delete_then_recreate_under_same_key() {
+        let m = NodeMap::new();
+        write(&m, None, Op::Add(&u("a"), &NewNode::Interior)).unwrap();
+        write(&m, None, Op::Add(&u("a/old"), &leaf(1))).unwrap();
+        let tx = TxId(1);
+        write(&m, Some(tx), Op::Delete(&u("a"))).unwrap();
+        write(&m, Some(tx), Op::Add(&u("a"), &NewNode::Interior)).unwrap();
+        write(&m, Some(tx), Op::Add(&u("a/new"), &leaf(2))).unwrap();
+        assert_eq!(m.children(Some(tx), &u("a")).unwrap(), ["new"]);
+        m.commit(tx);
+        assert_eq!(m.children(None, &u("a")).unwrap(), ["new"]);
+    }
+}
