@@ -34,6 +34,20 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Added => "added",
+            EventKind::Deleted => "deleted",
+            EventKind::Replaced => "replaced",
+            EventKind::Renamed => "renamed",
+            EventKind::Copied => "copied",
+            EventKind::Exec => "exec",
+            EventKind::SessionOpened => "session_opened",
+            EventKind::SessionClosed => "session_closed",
+            EventKind::Monitoring => "monitoring",
+        }
+    }
+
     pub const ALL: [EventKind; 9] = [
         EventKind::Added,
         EventKind::Deleted,

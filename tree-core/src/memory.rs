@@ -23,7 +23,10 @@ impl MemoryHandler {
     fn write(&self, cx: OpContext<'_>, op: Op<'_>) -> Result<()> {
         let _guard = self.writer.lock();
         let muts = self.nodes.plan(cx.tx, op)?;
-        self.nodes.apply(cx.tx, &muts);
+        match cx.tx {
+            Some(tx) => self.nodes.stage(tx, &muts),
+            None => self.nodes.apply(&self.nodes.finish(&muts)),
+        }
         Ok(())
     }
 }
@@ -75,6 +78,8 @@ impl DataHandler for MemoryHandler {
     }
 
     async fn commit(&self, tx: TxId) -> Result<()> {
+        // Serialised with other commits, so versions follow commit order.
+        let _guard = self.writer.lock();
         self.nodes.commit(tx);
         Ok(())
     }

@@ -8,7 +8,7 @@
 //! durable before they are *applied*. A transaction keeps its mutations in an
 //! overlay that only its own reads see.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
 
 use chrono::{DateTime, Utc};
@@ -79,6 +79,8 @@ fn child_key(parent: &str, name: &str) -> String {
 struct Overlay {
     view: BTreeMap<Box<str>, Option<Entry>>,
     log: Vec<Mutation>,
+    /// The log as it will be applied, once prepared.
+    finished: Option<Vec<Mutation>>,
 }
 
 struct Inner {
@@ -148,36 +150,110 @@ impl NodeMap {
         view.plan(op, &mut next_version)
     }
 
-    /// Applies planned mutations: to the transaction's overlay, or to the base.
-    pub fn apply(&self, tx: Option<TxId>, muts: &[Mutation]) {
+    /// Stages planned mutations in a transaction's overlay, where only its own reads see them.
+    pub fn stage(&self, tx: TxId, muts: &[Mutation]) {
+        apply_overlay(&mut self.inner.write(), tx, muts);
+    }
+
+    /// Finalises planned mutations outside any transaction (as [`prepare`](Self::prepare)
+    /// does for one); the caller makes them durable, then [`apply`](Self::apply)s them.
+    pub fn finish(&self, muts: &[Mutation]) -> Vec<Mutation> {
         let mut inner = self.inner.write();
-        for m in muts {
-            if let Mutation::Put(_, e) = m {
-                inner.seq = inner.seq.max(e.version);
-            }
-        }
-        match tx {
-            Some(tx) => apply_overlay(&mut inner, tx, muts),
-            None => apply_base(&mut inner.nodes, muts),
-        }
+        let deleted = |k: &str| muts.iter().any(|m| matches!(m, Mutation::DeleteSubtree(d) if in_subtree(d, k)));
+        finalize(&mut inner, compact(muts), |inner, k| inner.nodes.contains_key(k) && !deleted(k))
     }
 
-    /// The transaction's mutations, in order, for the owner to persist.
-    pub fn tx_log(&self, tx: TxId) -> Vec<Mutation> {
-        self.inner.read().txs.get(&tx).map(|o| o.log.clone()).unwrap_or_default()
+    /// Applies finished mutations to the base.
+    pub fn apply(&self, muts: &[Mutation]) {
+        apply_base(&mut self.inner.write().nodes, muts);
     }
 
-    /// Makes a transaction's writes visible to everyone.
+    /// Finalises a transaction: one fresh version for every node it wrote and
+    /// for their ancestors (a container's version covers its descendants).
+    /// Callers serialise prepare-to-commit, so versions increase in commit order.
+    /// Returns what [`commit`](Self::commit) will apply, for the owner to persist.
+    pub fn prepare(&self, tx: TxId) -> Vec<Mutation> {
+        let mut inner = self.inner.write();
+        let Some(overlay) = inner.txs.remove(&tx) else { return Vec::new() };
+        let exists = |inner: &Inner, k: &str| match overlay.view.get(k) {
+            Some(shadow) => shadow.is_some(),
+            None => inner.nodes.contains_key(k),
+        };
+        let finished = finalize(&mut inner, compact(&overlay.log), exists);
+        inner.txs.insert(tx, Overlay { finished: Some(finished.clone()), ..overlay });
+        finished
+    }
+
+    /// Makes a transaction's writes visible to everyone (preparing it first if needed).
     pub fn commit(&self, tx: TxId) {
+        if self.inner.read().txs.get(&tx).is_some_and(|o| o.finished.is_none()) {
+            self.prepare(tx);
+        }
         let mut inner = self.inner.write();
-        if let Some(overlay) = inner.txs.remove(&tx) {
-            apply_base(&mut inner.nodes, &overlay.log);
+        if let Some(finished) = inner.txs.remove(&tx).and_then(|o| o.finished) {
+            apply_base(&mut inner.nodes, &finished);
         }
     }
 
     pub fn rollback(&self, tx: TxId) {
         self.inner.write().txs.remove(&tx);
     }
+}
+
+fn in_subtree(root: &str, key: &str) -> bool {
+    root.is_empty() || key == root || key.strip_prefix(root).is_some_and(|rest| rest.starts_with('\0'))
+}
+
+/// Keeps only the last `Put` of each key; deletes stay in place. The final state is unchanged.
+fn compact(log: &[Mutation]) -> Vec<Mutation> {
+    let mut seen = HashSet::new();
+    let mut out: Vec<Mutation> = log
+        .iter()
+        .rev()
+        .filter(|m| match m {
+            Mutation::Put(k, _) => seen.insert(k.clone()),
+            Mutation::DeleteSubtree(_) => true,
+        })
+        .cloned()
+        .collect();
+    out.reverse();
+    out
+}
+
+/// Stamps one fresh version on every `Put`, and adds a `Put` for each ancestor that still exists.
+fn finalize(inner: &mut Inner, mut muts: Vec<Mutation>, exists: impl Fn(&Inner, &str) -> bool) -> Vec<Mutation> {
+    if muts.is_empty() {
+        return muts;
+    }
+    inner.seq += 1;
+    let (version, now) = (inner.seq, now_ms());
+    let mut written = HashSet::new();
+    let mut ancestors = BTreeSet::new();
+    for m in &mut muts {
+        let key = match m {
+            Mutation::Put(k, e) => {
+                e.version = version;
+                e.modified_ms = now;
+                written.insert(k.clone());
+                k.clone()
+            }
+            Mutation::DeleteSubtree(k) => k.clone(),
+        };
+        let mut cur: &str = &key;
+        while !cur.is_empty() {
+            cur = cur.rfind('\0').map_or("", |i| &cur[..i]);
+            ancestors.insert(Box::<str>::from(cur));
+        }
+    }
+    for key in ancestors {
+        if written.contains(&key) || !exists(inner, &key) {
+            continue;
+        }
+        if let Some(base) = inner.nodes.get(&key) {
+            muts.push(Mutation::Put(key, Entry { version, modified_ms: now, ..base.clone() }));
+        }
+    }
+    muts
 }
 
 /// A write, in handler-relative paths.
@@ -412,7 +488,10 @@ mod tests {
 
     fn write(map: &NodeMap, tx: Option<TxId>, op: Op<'_>) -> Result<()> {
         let muts = map.plan(tx, op)?;
-        map.apply(tx, &muts);
+        match tx {
+            Some(tx) => map.stage(tx, &muts),
+            None => map.apply(&map.finish(&muts)),
+        }
         Ok(())
     }
 
@@ -449,6 +528,34 @@ mod tests {
     }
 
     #[test]
+    fn ancestors_version_with_their_descendants() {
+        let m = NodeMap::new();
+        write(&m, None, Op::Add(&u("a"), &NewNode::Interior)).unwrap();
+        write(&m, None, Op::Add(&u("a/b"), &NewNode::Interior)).unwrap();
+        write(&m, None, Op::Add(&u("a/b/c"), &leaf(1))).unwrap();
+        let before = m.get(None, &u("a")).unwrap().props.version;
+        write(&m, None, Op::Replace(&u("a/b/c"), &Value::Int(2))).unwrap();
+        let (a, b, c) = (m.get(None, &u("a")).unwrap(), m.get(None, &u("a/b")).unwrap(), m.get(None, &u("a/b/c")).unwrap());
+        assert!(a.props.version > before);
+        assert_eq!((a.props.version, b.props.version), (c.props.version, c.props.version));
+        assert_eq!(m.get(None, &Uri::root()).unwrap().props.version, c.props.version);
+    }
+
+    #[test]
+    fn versions_follow_commit_order_across_transactions() {
+        let m = NodeMap::new();
+        write(&m, None, Op::Add(&u("p"), &NewNode::Interior)).unwrap();
+        let (t1, t2) = (TxId(1), TxId(2));
+        write(&m, Some(t1), Op::Add(&u("p/x"), &leaf(1))).unwrap();
+        write(&m, Some(t2), Op::Add(&u("p/y"), &leaf(2))).unwrap();
+        m.commit(t2);
+        let after_t2 = m.get(None, &u("p")).unwrap().props.version;
+        m.commit(t1);
+        assert!(m.get(None, &u("p")).unwrap().props.version > after_t2);
+        assert_eq!(m.children(None, &u("p")).unwrap(), ["x", "y"]);
+    }
+
+    #[test]
     fn delete_rename_and_copy_subtrees() {
         let m = NodeMap::new();
         write(&m, None, Op::Add(&u("a"), &NewNode::Interior)).unwrap();
@@ -473,7 +580,7 @@ mod tests {
         assert!(m.get(None, &u("new")).is_err());
         assert!(m.get(None, &u("keep")).is_ok());
         assert_eq!(m.children(Some(tx), &Uri::root()).unwrap(), ["new"]);
-        assert_eq!(m.tx_log(tx).len(), 2);
+        assert_eq!(m.prepare(tx).len(), 3, "two writes and the root's version");
         m.commit(tx);
         assert_eq!(m.children(None, &Uri::root()).unwrap(), ["new"]);
 

@@ -67,6 +67,18 @@ impl UriPattern {
         segs.next().is_none()
     }
 
+    /// The same pattern relative to `base`, if `base` is a literal prefix of it.
+    pub fn strip_base(&self, base: &Uri) -> Option<UriPattern> {
+        let mut rest = self.segments.iter();
+        for seg in base.segments() {
+            match rest.next() {
+                Some(PatternSegment::Literal(l)) if l == seg => {}
+                _ => return None,
+            }
+        }
+        Some(UriPattern { segments: rest.cloned().collect() })
+    }
+
     /// The longest wildcard-free prefix: every match lies under it.
     pub fn base(&self) -> Uri {
         let lits: Vec<&str> = self
@@ -138,5 +150,7 @@ mod tests {
         assert!(UriPattern::parse("./a/**/b", &UriLimits::default()).is_err());
         assert_eq!(pat(r"./a\/b/*/**").to_string(), r"./a\/b/*/**");
         assert_eq!(pat("./a/b/*/c").base(), uri("./a/b"));
+        assert_eq!(pat("./a/b/*").strip_base(&uri("./a")).unwrap(), pat("./b/*"));
+        assert!(pat("./a/*").strip_base(&uri("./a/b")).is_none());
     }
 }

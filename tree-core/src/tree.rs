@@ -486,7 +486,8 @@ impl Tree {
         let Some(id) = caller.session else {
             let _lock = self.locks.acquire(&scope, true, self.config.lock_timeout).await?;
             let mut tx = TxState::new(self.next_tx(), caller.principal.clone(), None);
-            return self.run_in(&mut tx, op).await;
+            let result = self.run_in(&mut tx, op).await?;
+            return self.committed(caller.principal, result).await;
         };
         let session = self.session(caller.principal, id)?;
         if !session.info.root.is_prefix_of(&scope) {
@@ -499,7 +500,8 @@ impl Tree {
             }
             SessionState::PerOperation => {
                 let mut tx = TxState::new(self.next_tx(), caller.principal.clone(), Some(id.to_owned()));
-                self.run_in(&mut tx, op).await
+                let result = self.run_in(&mut tx, op).await?;
+                self.committed(caller.principal, result).await
             }
             SessionState::Invalid(why) => Err(DmtError::transaction(&scope, format!("the session was rolled back: {why}"))),
             SessionState::Atomic(tx) => match self.run_op(tx, op).await {
@@ -513,6 +515,17 @@ impl Tree {
                     Err(e)
                 }
             },
+        }
+    }
+
+    /// Handlers assign versions at commit; report the committed one.
+    async fn committed(&self, principal: &Principal, result: OpResult) -> Result<OpResult> {
+        match result {
+            OpResult::Written(mut out) if out.version > 0 => {
+                out.version = self.lookup(principal, None, &out.uri).await?.map_or(0, |n| n.props.version);
+                Ok(OpResult::Written(out))
+            }
+            other => Ok(other),
         }
     }
 

@@ -277,6 +277,8 @@ impl Uri {
         if trimmed.is_empty() {
             return Ok(Self::root());
         }
+        // Errors name the URI as the tree spells it.
+        let path = &format!("./{trimmed}");
         if path.len() > limits.max_uri_bytes {
             return Err(UriError::too_long(path, format!("longer than {} bytes", limits.max_uri_bytes)));
         }

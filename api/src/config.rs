@@ -1,0 +1,228 @@
+//! Server configuration: a TOML file, then environment variables, then flags
+//! (each overriding the one before). Every field has an embedded default, so
+//! `dmtree serve` needs no file at all.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use dmtree_core::{Meta, TreeConfig, Uri, UriPattern};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// A tracing filter, e.g. `info` or `dmtree=debug`.
+    pub log: String,
+    pub log_format: LogFormat,
+    pub max_body_bytes: usize,
+    pub tree: TreeConfig,
+    pub config_store: ConfigStoreConfig,
+    pub auth: AuthConfig,
+    /// Extra handlers to mount at start-up.
+    pub mounts: Vec<MountConfig>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
+            data_dir: PathBuf::from("dmtree-data"),
+            log: "info".into(),
+            log_format: LogFormat::Text,
+            max_body_bytes: 1 << 20,
+            tree: TreeConfig::default(),
+            config_store: ConfigStoreConfig::default(),
+            auth: AuthConfig::default(),
+            mounts: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConfigStoreConfig {
+    pub mount: Uri,
+    /// Meta for the nodes each pattern matches; patterns lie under `mount`.
+    pub schema: Vec<SchemaConfig>,
+}
+
+impl Default for ConfigStoreConfig {
+    fn default() -> Self {
+        Self { mount: Uri::root().join_name("config"), schema: Vec::new() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SchemaConfig {
+    pub pattern: UriPattern,
+    #[serde(flatten)]
+    pub meta: Meta,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// A token by hash: the token itself never appears in configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub principal: String,
+    /// Hex SHA-256 of the token (`dmtree token new` prints it).
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountConfig {
+    pub id: String,
+    pub at: Uri,
+    pub handler: HandlerKind,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum HandlerKind {
+    /// Volatile, transactional scratch space.
+    Memory,
+}
+
+/// Overrides from the environment and the command line (flags win; clap reads both).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "DMTREE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Data directory (SQLite database, admin token).
+    #[arg(long = "data", env = "DMTREE_DATA")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML configuration file.
+    #[arg(long, env = "DMTREE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `dmtree=debug`.
+    #[arg(long, env = "DMTREE_LOG")]
+    pub log: Option<String>,
+    #[arg(long, env = "DMTREE_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "DMTREE_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("invalid configuration in {path}: {source}")]
+    Parse { path: String, source: toml::de::Error },
+    #[error("schema pattern {pattern} is not under the config store mount {mount}")]
+    SchemaOutsideStore { pattern: String, mount: String },
+}
+
+impl ServerConfig {
+    pub fn load(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let mut config = match &args.config {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        if let Some(v) = args.listen {
+            config.listen = v;
+        }
+        if let Some(v) = &args.data_dir {
+            config.data_dir = v.clone();
+        }
+        if let Some(v) = &args.log {
+            config.log = v.clone();
+        }
+        if let Some(v) = args.log_format {
+            config.log_format = v;
+        }
+        if let Some(v) = args.max_body_bytes {
+            config.max_body_bytes = v;
+        }
+        config.check()?;
+        Ok(config)
+    }
+
+    fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.display().to_string(), source })
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let mount = &self.config_store.mount;
+        for rule in &self.config_store.schema {
+            if rule.pattern.strip_base(mount).is_none_or(|rel| rel.segments().is_empty()) {
+                return Err(ConfigError::SchemaOutsideStore { pattern: rule.pattern.to_string(), mount: mount.to_string() });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_file() {
+        let text = r#"
+            listen = "127.0.0.1:9000"
+            data_dir = "/tmp/x"
+            max_body_bytes = 1000
+            [tree]
+            lock_timeout = 250
+            [tree.uri_limits]
+            max_segments = 10
+            [config_store]
+            mount = "./config"
+            [[config_store.schema]]
+            pattern = "./config/limits/*"
+            formats = ["int"]
+            min = 0
+            max = 100
+            [[auth.tokens]]
+            principal = "ops"
+            sha256 = "00"
+            [[mounts]]
+            id = "scratch"
+            at = "./scratch"
+            handler = "memory"
+        "#;
+        let c: ServerConfig = toml::from_str(text).unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.tree.lock_timeout.as_millis(), 250);
+        assert_eq!(c.tree.uri_limits.max_segments, 10);
+        assert_eq!(c.config_store.schema[0].meta.max, Some(100.0));
+        assert_eq!(c.mounts[0].handler, HandlerKind::Memory);
+        c.check().unwrap();
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nlog = \"debug\"\n").unwrap();
+        let args = ServeArgs { config: Some(path), listen: Some("127.0.0.1:9001".parse().unwrap()), ..ServeArgs::default() };
+        let c = ServerConfig::load(&args).unwrap();
+        assert_eq!((c.listen.port(), c.log.as_str()), (9001, "debug"));
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_stray_schema() {
+        assert!(toml::from_str::<ServerConfig>("lisen = \"x\"").is_err());
+        let c: ServerConfig = toml::from_str("[[config_store.schema]]\npattern = \"./other/*\"\n").unwrap();
+        assert!(c.check().is_err());
+    }
+}

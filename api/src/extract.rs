@@ -1,0 +1,126 @@
+//! Request extractors whose rejections are JSON errors like every other.
+
+use std::collections::HashMap;
+
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use bytes::Bytes;
+use dmtree_core::{Principal, Precondition, Uri, Versions};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The calling principal: from `Authorization: Bearer`, or anonymous.
+pub struct Auth(pub Principal);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+            return Ok(Auth(Principal::Anonymous));
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim)
+            .ok_or(ApiError::InvalidToken)?;
+        state.tokens.principal(token).cloned().map(Auth).ok_or(ApiError::InvalidToken)
+    }
+}
+
+/// A JSON body; an empty body is `None`.
+pub struct JsonBody<T>(pub Option<T>);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let limit = state.config.max_body_bytes;
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::BodyTooLarge { limit }
+            } else {
+                ApiError::InvalidJson(e.body_text())
+            }
+        })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(JsonBody(None));
+        }
+        serde_json::from_slice(&bytes).map(|v| JsonBody(Some(v))).map_err(|e| ApiError::InvalidJson(e.to_string()))
+    }
+}
+
+/// Query parameters, checked against what the endpoint accepts.
+pub struct Params(HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Query(map) = Query::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::param("query", e.body_text()))?;
+        Ok(Params(map))
+    }
+}
+
+impl Params {
+    /// Refuses parameters the endpoint does not know, so typos do not pass silently.
+    pub fn allow(&self, known: &[&'static str]) -> Result<&Self, ApiError> {
+        if let Some(unknown) = self.0.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(ApiError::param("query", format!("unknown parameter {unknown:?}; expected one of {known:?}")));
+        }
+        Ok(self)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    pub fn flag(&self, name: &'static str) -> Result<bool, ApiError> {
+        match self.get(name) {
+            None | Some("false") | Some("0") => Ok(false),
+            Some("" | "true" | "1") => Ok(true),
+            Some(other) => Err(ApiError::param(name, format!("{other:?} is not a boolean"))),
+        }
+    }
+
+    pub fn number(&self, name: &'static str) -> Result<Option<u64>, ApiError> {
+        self.get(name)
+            .map(|v| v.parse::<u64>().map_err(|_| ApiError::param(name, format!("{v:?} is not a non-negative integer"))))
+            .transpose()
+    }
+}
+
+/// The session a call runs in: `?session=` or the `Dmtree-Session` header.
+pub fn session_id<'a>(params: &'a Params, headers: &'a HeaderMap) -> Option<&'a str> {
+    params.get("session").or_else(|| headers.get("dmtree-session").and_then(|v| v.to_str().ok()))
+}
+
+/// The tree URI of a request path under `prefix` (`/tree` or `/exec`), segments percent-decoded.
+pub fn tree_uri(path: &str, prefix: &str, state: &AppState) -> Result<Uri, ApiError> {
+    let rest = path.strip_prefix(prefix).unwrap_or(path);
+    Ok(Uri::from_http_path(rest, state.tree.limits())?)
+}
+
+/// `If-Match` / `If-None-Match` as version sets. Weak or foreign tags never match a write.
+pub fn precondition(headers: &HeaderMap) -> Precondition {
+    let parse = |name: header::HeaderName| {
+        let value = headers.get(name)?.to_str().ok()?.trim().to_owned();
+        if value == "*" {
+            return Some(Versions::Any);
+        }
+        let versions = value
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.starts_with("W/"))
+            .filter_map(|t| t.trim_matches('"').parse::<u64>().ok())
+            .collect();
+        Some(Versions::List(versions))
+    };
+    Precondition { if_match: parse(header::IF_MATCH), if_none_match: parse(header::IF_NONE_MATCH) }
+}

@@ -1,0 +1,15 @@
+//! dmtree's server side: the REST API over the tree, authentication,
+//! metrics, the self-describing subtrees, and the command-line client.
+
+pub mod auth;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod json;
+pub mod metrics;
+pub mod openapi;
+pub mod rest;
+pub mod server;
+pub mod state;
+pub mod system;

@@ -1,0 +1,134 @@
+//! `dmtree`: the server (`serve`) and its command-line client.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use dmtree_api::client::{Client, ClientArgs, parse_uri};
+use dmtree_api::config::{LogFormat, ServeArgs, ServerConfig};
+use dmtree_api::{auth, openapi, server};
+use dmtree_core::Format;
+
+#[derive(Parser)]
+#[command(name = "dmtree", version, about = "A management tree served over REST, in the style of OMA-DM and OSGi DMT Admin")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (SQLite in the data dir, in-process events, loopback by default).
+    Serve(ServeArgs),
+    /// Read a node: a leaf's value, or an interior node's subtree.
+    Get {
+        uri: String,
+        /// Levels of children: a number or `unbounded`.
+        #[arg(long)]
+        depth: Option<String>,
+        /// Include properties (with --json).
+        #[arg(long)]
+        props: bool,
+    },
+    /// Set a leaf, creating it (and missing ancestors) if needed.
+    Set {
+        uri: String,
+        value: String,
+        /// int, float, bool, string, date, time, datetime, binary, base64, json or null; inferred when absent.
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// List an interior node's children.
+    Ls { uri: String },
+    /// Delete a node and its subtree.
+    Rm { uri: String },
+    /// Execute a node, with optional JSON data.
+    Exec { uri: String, data: Option<String> },
+    /// Stream events matching a pattern (`*` one segment, final `**` a subtree).
+    Watch {
+        #[arg(default_value = "./**")]
+        pattern: String,
+        /// Replay events after this revision first.
+        #[arg(long)]
+        since: Option<u64>,
+    },
+    /// Manage bearer tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Print the OpenAPI contract (the committed `openapi.yaml`).
+    Openapi,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token for a principal; prints the token once, and its hash for the config file.
+    New {
+        #[arg(long)]
+        principal: String,
+    },
+    /// Print the SHA-256 hash of a token, as `[[auth.tokens]]` expects it.
+    Hash { token: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let client = || Client::new(cli.client.clone());
+    match &cli.command {
+        Command::Serve(args) => {
+            let config = ServerConfig::load(args)?;
+            init_tracing(&config.log, config.log_format)?;
+            server::serve(config).await
+        }
+        Command::Get { uri, depth, props } => client()?.get(&parse_uri(uri)?, depth.as_deref(), *props).await,
+        Command::Set { uri, value, format } => {
+            let format = format.as_deref().map(str::parse::<Format>).transpose().map_err(|e| anyhow::anyhow!("{e}"))?;
+            client()?.set(&parse_uri(uri)?, value, format).await
+        }
+        Command::Ls { uri } => client()?.ls(&parse_uri(uri)?).await,
+        Command::Rm { uri } => client()?.rm(&parse_uri(uri)?).await,
+        Command::Exec { uri, data } => client()?.exec(&parse_uri(uri)?, data.as_deref()).await,
+        Command::Watch { pattern, since } => client()?.watch(pattern, *since).await,
+        Command::Token(TokenCommand::New { principal }) => {
+            let token = auth::generate_token();
+            println!("token:  {token}");
+            println!("config: [[auth.tokens]]\n        principal = \"{principal}\"\n        sha256 = \"{}\"", auth::hash_token(&token));
+            Ok(())
+        }
+        Command::Token(TokenCommand::Hash { token }) => {
+            println!("{}", auth::hash_token(token));
+            Ok(())
+        }
+        Command::Openapi => {
+            print!("{}", openapi::yaml());
+            Ok(())
+        }
+    }
+}
+
+fn init_tracing(filter: &str, format: LogFormat) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    }
+    .map_err(|e| anyhow::anyhow!("{e}"))
+}

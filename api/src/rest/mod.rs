@@ -1,0 +1,60 @@
+//! The HTTP surface: routes, and the layers every request passes through.
+
+pub mod events;
+pub mod ops;
+pub mod sessions;
+pub mod tree;
+
+use std::any::Any;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, post};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub fn router(state: AppState) -> Router {
+    let node: MethodRouter<AppState> =
+        get(tree::get_node).put(tree::put_node).post(tree::post_node).patch(tree::patch_node).delete(tree::delete_node);
+    Router::new()
+        .route("/tree", node.clone())
+        .route("/tree/", node.clone())
+        .route("/tree/{*path}", node)
+        .route("/exec/{*path}", post(tree::exec_node))
+        .route("/sessions", post(sessions::open).get(sessions::list))
+        .route("/sessions/{id}", get(sessions::show).delete(sessions::close))
+        .route("/sessions/{id}/commit", post(sessions::commit))
+        .route("/sessions/{id}/rollback", post(sessions::rollback))
+        .route("/events", get(events::events))
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.yaml", get(ops::openapi))
+        .fallback(|| async { ApiError::RouteNotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn observe(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    app.metrics.observe(&method, resp.status(), start.elapsed());
+    resp
+}
+
+/// A bug must not take the connection down silently: answer 500 in the usual shape.
+fn panic_response(err: Box<dyn Any + Send + 'static>) -> Response {
+    let detail = err.downcast_ref::<String>().cloned().or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()));
+    tracing::error!(panic = detail.as_deref().unwrap_or("?"), "request handler panicked");
+    ApiError::Internal("the request handler failed".into()).into_response()
+}

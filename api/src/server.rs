@@ -1,0 +1,84 @@
+//! `dmtree serve`: open the state, build the tree, mount the built-in
+//! handlers, and serve REST until SIGINT or SIGTERM.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use dmtree_config_store::{ConfigStore, SchemaRule, SqliteState};
+use dmtree_core::{Acl, MemoryHandler, Tree};
+
+use crate::auth;
+use crate::config::{HandlerKind, ServerConfig};
+use crate::metrics::Metrics;
+use crate::rest;
+use crate::state::AppState;
+use crate::system;
+
+pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
+    let app = build(config).await?;
+    let listener = tokio::net::TcpListener::bind(app.config.listen).await.with_context(|| format!("cannot listen on {}", app.config.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, data = %app.config.data_dir.display(), "dmtree listening");
+    let shutdown = app.shutdown.clone();
+    axum::serve(listener, rest::router(app))
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // Ends open event streams, so graceful shutdown can finish.
+            shutdown.send_replace(true);
+        })
+        .await?;
+    tracing::info!("dmtree stopped");
+    Ok(())
+}
+
+pub async fn build(config: ServerConfig) -> anyhow::Result<AppState> {
+    create_private_dir(&config.data_dir)?;
+    let state = SqliteState::open(&config.data_dir.join("dmtree.db")).await?;
+    let tokens = auth::bootstrap(&state, &config.auth, &config.data_dir).await?;
+    let tree = Tree::open(config.tree.clone(), Arc::new(state.clone()), Acl::default_root()).await?;
+
+    let mount = &config.config_store.mount;
+    let schema = config
+        .config_store
+        .schema
+        .iter()
+        .filter_map(|r| Some(SchemaRule { pattern: r.pattern.strip_base(mount)?, meta: r.meta.clone() }))
+        .collect();
+    tree.mount("config", mount.clone(), Arc::new(ConfigStore::open(state, schema).await?))?;
+    for m in &config.mounts {
+        let handler = match m.handler {
+            HandlerKind::Memory => Arc::new(MemoryHandler::default()),
+        };
+        tree.mount(&m.id, m.at.clone(), handler)?;
+    }
+    let metrics = Arc::new(Metrics::default());
+    let (started, started_at) = (Instant::now(), chrono::Utc::now());
+    system::mount(&tree, metrics.clone(), started, started_at)?;
+    Ok(AppState {
+        tree,
+        tokens: Arc::new(tokens),
+        metrics,
+        config: Arc::new(config),
+        shutdown: Arc::new(tokio::sync::watch::channel(false).0),
+    })
+}
+
+fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).with_context(|| format!("cannot create {}", dir.display()))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}

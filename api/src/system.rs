@@ -1,0 +1,74 @@
+//! The tree describes itself: `./system`, `./mounts` and `./sessions`.
+
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use dmtree_core::{SnapshotHandler, Tree, Uri};
+use serde_json::{Map, Value as Json, json};
+
+use crate::metrics::Metrics;
+
+pub fn mount(tree: &Arc<Tree>, metrics: Arc<Metrics>, started: Instant, started_at: DateTime<Utc>) -> dmtree_core::Result<()> {
+    let at = |name: &str| Uri::root().join_name(name);
+    let weak = Arc::downgrade(tree);
+    tree.mount("system", at("system"), Arc::new(SnapshotHandler::new("system", {
+        let weak = weak.clone();
+        move || system(&weak, &metrics, started, started_at)
+    })))?;
+    tree.mount("mounts", at("mounts"), Arc::new(SnapshotHandler::new("mounts", {
+        let weak = weak.clone();
+        move || mounts(&weak)
+    })))?;
+    tree.mount("sessions", at("sessions"), Arc::new(SnapshotHandler::new("sessions", move || sessions(&weak))))?;
+    Ok(())
+}
+
+fn time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn system(tree: &Weak<Tree>, metrics: &Metrics, started: Instant, started_at: DateTime<Utc>) -> Json {
+    let Some(tree) = tree.upgrade() else { return json!({}) };
+    let mut requests: Map<String, Json> = metrics.by_method().map(|(m, n)| (m.to_ascii_lowercase(), json!(n))).collect();
+    requests.insert("total".into(), json!(metrics.by_method().map(|(_, n)| n).sum::<u64>()));
+    for (class, n) in metrics.by_class() {
+        requests.insert(format!("status_{class}"), json!(n));
+    }
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "started": time(started_at),
+        "uptime_seconds": started.elapsed().as_secs(),
+        "revision": tree.events().head(),
+        "requests": requests,
+        "events": { "journal_failures": tree.events().journal_failures() },
+        "sessions": { "open": tree.sessions().len() },
+    })
+}
+
+fn mounts(tree: &Weak<Tree>) -> Json {
+    let Some(tree) = tree.upgrade() else { return json!({}) };
+    tree.mounts()
+        .iter()
+        .map(|m| (m.id.clone(), json!({ "uri": m.at.to_string(), "handler": m.handler.kind(), "since": time(m.since) })))
+        .collect::<Map<_, _>>()
+        .into()
+}
+
+fn sessions(tree: &Weak<Tree>) -> Json {
+    let Some(tree) = tree.upgrade() else { return json!({}) };
+    tree.sessions()
+        .iter()
+        .map(|s| {
+            let body = json!({
+                "principal": s.principal.to_string(),
+                "root": s.root.to_string(),
+                "lock": s.mode.as_str(),
+                "opened": time(s.opened),
+                "idle_timeout_ms": s.idle_timeout.as_millis() as u64,
+            });
+            (s.id.clone(), body)
+        })
+        .collect::<Map<_, _>>()
+        .into()
+}

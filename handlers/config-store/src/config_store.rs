@@ -1,0 +1,255 @@
+//! The config store: a read-write subtree served from memory and written
+//! through to SQLite. Writes inside a transaction live in the node map's
+//! overlay until `prepare` writes them in one SQLite transaction, which
+//! `commit` then commits: all or nothing, also across a crash.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use dmtree_core::nodemap::{Mutation, NodeMap, Op, subtree_end};
+use dmtree_core::{DataHandler, DmtError, Meta, NewNode, Node, OpContext, PropsPatch, Result, Scope, TxId, Uri, UriPattern, Value};
+use futures_util::TryStreamExt;
+use parking_lot::Mutex;
+use sqlx::SqliteConnection;
+use tokio::sync::OwnedMutexGuard;
+
+use crate::codec::{decode, encode};
+use crate::{SqliteState, StateError};
+
+/// Meta for the nodes a pattern matches (patterns are relative to the store's mount point).
+#[derive(Debug, Clone)]
+pub struct SchemaRule {
+    pub pattern: UriPattern,
+    pub meta: Meta,
+}
+
+pub struct ConfigStore {
+    nodes: NodeMap,
+    state: SqliteState,
+    schema: Vec<SchemaRule>,
+    /// Transactions between prepare and commit hold the writer.
+    prepared: Mutex<HashMap<TxId, OwnedMutexGuard<SqliteConnection>>>,
+}
+
+fn failure(e: impl ToString) -> DmtError {
+    DmtError::store(&Uri::root(), e)
+}
+
+impl ConfigStore {
+    /// Loads every stored node into memory.
+    pub async fn open(state: SqliteState, schema: Vec<SchemaRule>) -> Result<Self, StateError> {
+        let nodes = NodeMap::new();
+        let mut rows = sqlx::query("SELECT path, format, value, title, mime, version, modified_ms FROM nodes").fetch(&state.pool);
+        let mut batch = Vec::with_capacity(4096);
+        while let Some(row) = rows.try_next().await? {
+            match decode(&row) {
+                Ok(entry) => batch.push(entry),
+                Err(e) => return Err(StateError::Sql(sqlx::Error::Decode(e.into()))),
+            }
+            if batch.len() == batch.capacity() {
+                nodes.load(batch.drain(..));
+            }
+        }
+        nodes.load(batch);
+        drop(rows);
+        tracing::info!(nodes = nodes.len(), "config store loaded");
+        Ok(Self { nodes, state, schema, prepared: Mutex::default() })
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    async fn write(&self, cx: OpContext<'_>, op: Op<'_>) -> Result<()> {
+        match cx.tx {
+            // The tree's locks keep concurrent transactions on disjoint subtrees.
+            Some(tx) => {
+                let muts = self.nodes.plan(Some(tx), op)?;
+                self.nodes.stage(tx, &muts);
+            }
+            None => {
+                let mut conn = self.state.writer.lock().await;
+                let muts = self.nodes.finish(&self.nodes.plan(None, op)?);
+                let mut sql = sqlx::Connection::begin(&mut *conn).await.map_err(failure)?;
+                persist(&mut sql, &muts).await?;
+                sql.commit().await.map_err(failure)?;
+                self.nodes.apply(&muts);
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn persist(conn: &mut SqliteConnection, muts: &[Mutation]) -> Result<()> {
+    for m in muts {
+        match m {
+            Mutation::Put(key, entry) => {
+                let row = encode(entry);
+                sqlx::query(
+                    "INSERT INTO nodes (path, format, value, title, mime, version, modified_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                     ON CONFLICT(path) DO UPDATE SET format = excluded.format, value = excluded.value, title = excluded.title, \
+                     mime = excluded.mime, version = excluded.version, modified_ms = excluded.modified_ms",
+                )
+                .bind(key.as_bytes())
+                .bind(row.format)
+                .bind(row.value)
+                .bind(row.title)
+                .bind(row.mime)
+                .bind(row.version)
+                .bind(row.modified_ms)
+                .execute(&mut *conn)
+                .await
+                .map_err(failure)?;
+            }
+            Mutation::DeleteSubtree(key) => {
+                sqlx::query("DELETE FROM nodes WHERE path >= ?1 AND path < ?2")
+                    .bind(key.as_bytes())
+                    .bind(subtree_end(key).into_bytes())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(failure)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl DataHandler for ConfigStore {
+    fn kind(&self) -> &'static str {
+        "config-store"
+    }
+
+    async fn get(&self, cx: OpContext<'_>, path: &Uri) -> Result<Node> {
+        self.nodes.get(cx.tx, path)
+    }
+
+    async fn children(&self, cx: OpContext<'_>, path: &Uri) -> Result<Vec<String>> {
+        self.nodes.children(cx.tx, path)
+    }
+
+    async fn meta(&self, _cx: OpContext<'_>, path: &Uri) -> Result<Meta> {
+        if path.is_root() {
+            return Ok(Meta { scope: Scope::Permanent, ..Meta::permissive() });
+        }
+        Ok(self.schema.iter().find(|r| r.pattern.matches(path)).map_or_else(Meta::permissive, |r| r.meta.clone()))
+    }
+
+    async fn add(&self, cx: OpContext<'_>, path: &Uri, node: NewNode) -> Result<()> {
+        self.write(cx, Op::Add(path, &node)).await
+    }
+
+    async fn replace(&self, cx: OpContext<'_>, path: &Uri, value: Value) -> Result<()> {
+        self.write(cx, Op::Replace(path, &value)).await
+    }
+
+    async fn set_props(&self, cx: OpContext<'_>, path: &Uri, patch: PropsPatch) -> Result<()> {
+        self.write(cx, Op::SetProps(path, &patch)).await
+    }
+
+    async fn delete(&self, cx: OpContext<'_>, path: &Uri) -> Result<()> {
+        self.write(cx, Op::Delete(path)).await
+    }
+
+    async fn rename(&self, cx: OpContext<'_>, path: &Uri, new_name: &str) -> Result<()> {
+        self.write(cx, Op::Rename(path, new_name)).await
+    }
+
+    async fn copy(&self, cx: OpContext<'_>, from: &Uri, to: &Uri) -> Result<()> {
+        self.write(cx, Op::Copy(from, to)).await
+    }
+
+    fn transactional(&self) -> bool {
+        true
+    }
+
+    async fn prepare(&self, tx: TxId) -> Result<()> {
+        // The writer is held from here to commit, which also orders versions by commit.
+        let mut conn = self.state.writer.clone().lock_owned().await;
+        let log = self.nodes.prepare(tx);
+        if log.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await.map_err(failure)?;
+        if let Err(e) = persist(&mut conn, &log).await {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            return Err(e);
+        }
+        self.prepared.lock().insert(tx, conn);
+        Ok(())
+    }
+
+    async fn commit(&self, tx: TxId) -> Result<()> {
+        let prepared = self.prepared.lock().remove(&tx);
+        if let Some(mut conn) = prepared
+            && let Err(e) = sqlx::query("COMMIT").execute(&mut *conn).await
+        {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            self.nodes.rollback(tx);
+            return Err(failure(e));
+        }
+        self.nodes.commit(tx);
+        Ok(())
+    }
+
+    async fn rollback(&self, tx: TxId) {
+        let prepared = self.prepared.lock().remove(&tx);
+        if let Some(mut conn) = prepared
+            && let Err(e) = sqlx::query("ROLLBACK").execute(&mut *conn).await
+        {
+            tracing::error!(error = %e, "rollback of a prepared config-store transaction failed");
+        }
+        self.nodes.rollback(tx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dmtree_core::{Principal, UriLimits};
+
+    fn u(s: &str) -> Uri {
+        Uri::parse(&format!("./{s}"), &UriLimits::default()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn writes_survive_reopen_and_uncommitted_ones_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let admin = Principal::named("admin");
+        {
+            let store = ConfigStore::open(SqliteState::open(&path).await.unwrap(), Vec::new()).await.unwrap();
+            let cx = OpContext { principal: &admin, tx: None };
+            store.add(cx, &u("a"), NewNode::Interior).await.unwrap();
+            store.add(cx, &u("a/b"), NewNode::Leaf(Value::Int(1))).await.unwrap();
+            store.set_props(cx, &u("a/b"), PropsPatch { title: Some(Some("B".into())), mime: None }).await.unwrap();
+
+            let committed = OpContext { principal: &admin, tx: Some(TxId(1)) };
+            store.add(committed, &u("c"), NewNode::Leaf(Value::string("yes"))).await.unwrap();
+            store.prepare(TxId(1)).await.unwrap();
+            store.commit(TxId(1)).await.unwrap();
+
+            let abandoned = OpContext { principal: &admin, tx: Some(TxId(2)) };
+            store.add(abandoned, &u("d"), NewNode::Leaf(Value::Int(9))).await.unwrap();
+            store.prepare(TxId(2)).await.unwrap();
+            store.rollback(TxId(2)).await;
+
+            let never = OpContext { principal: &admin, tx: Some(TxId(3)) };
+            store.add(never, &u("e"), NewNode::Leaf(Value::Int(9))).await.unwrap();
+        }
+        let store = ConfigStore::open(SqliteState::open(&path).await.unwrap(), Vec::new()).await.unwrap();
+        let cx = OpContext { principal: &admin, tx: None };
+        let b = store.get(cx, &u("a/b")).await.unwrap();
+        assert_eq!((b.value, b.props.title.as_deref()), (Some(Value::Int(1)), Some("B")));
+        assert_eq!(store.get(cx, &u("c")).await.unwrap().value, Some(Value::string("yes")));
+        assert_eq!(store.children(cx, &Uri::root()).await.unwrap(), ["a", "c"]);
+        store.delete(cx, &u("a")).await.unwrap();
+        drop(store);
+        let store = ConfigStore::open(SqliteState::open(&path).await.unwrap(), Vec::new()).await.unwrap();
+        assert_eq!(store.children(cx, &Uri::root()).await.unwrap(), ["c"]);
+    }
+}

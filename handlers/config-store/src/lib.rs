@@ -1,0 +1,63 @@
+//! dmtree's embedded state, in one SQLite database in the data directory:
+//!
+//! - [`ConfigStore`], the built-in read-write handler (usually at `./config`),
+//!   served from memory and written through to SQLite;
+//! - the tree's event journal and ACLs ([`SqliteState`] implements `TreeStore`);
+//! - bearer-token hashes ([`TokenRecord`]).
+//!
+//! All writes go through one connection, so SQLite never has two writers to
+//! arbitrate; reads at start-up and journal replays use a small pool.
+
+mod codec;
+mod config_store;
+mod tokens;
+mod tree_store;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions, SqliteConnection, SqlitePool};
+use tokio::sync::Mutex;
+
+pub use config_store::{ConfigStore, SchemaRule};
+pub use tokens::TokenRecord;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot open the state database {path}: {source}")]
+    Open { path: String, source: sqlx::Error },
+    #[error("cannot migrate the state database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("state database: {0}")]
+    Sql(#[from] sqlx::Error),
+}
+
+/// The SQLite database behind a dmtree server.
+#[derive(Clone)]
+pub struct SqliteState {
+    /// Readers: start-up loads and journal replays.
+    pool: SqlitePool,
+    /// The one writer.
+    writer: Arc<Mutex<SqliteConnection>>,
+}
+
+impl SqliteState {
+    /// Opens (creating if needed) and migrates the database at `path`.
+    pub async fn open(path: &Path) -> Result<Self, StateError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL + NORMAL: a committed transaction survives a process kill (not a power cut).
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .log_statements(tracing::log::LevelFilter::Trace);
+        let open_err = |source| StateError::Open { path: path.display().to_string(), source };
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options.clone()).await.map_err(open_err)?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        let writer = options.connect().await.map_err(open_err)?;
+        Ok(Self { pool, writer: Arc::new(Mutex::new(writer)) })
+    }
+}
