@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use dmtree_core::{Format, Uri, UriLimits, Value};
-use futures::StreamExt as _;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value as Json, json};
+
+use crate::sse::{SseFrame, SseReader};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClientArgs {
@@ -182,21 +183,12 @@ impl Client {
     }
 
     async fn consume(&self, resp: Response, last: &mut Option<u64>) {
-        let mut stream = resp.bytes_stream();
-        let mut buf = String::new();
-        let mut frame = SseFrame::default();
-        while let Some(Ok(chunk)) = stream.next().await {
-            buf.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(nl) = buf.find('\n') {
-                let line = buf[..nl].trim_end_matches('\r').to_owned();
-                buf.drain(..=nl);
-                if let Some(done) = frame.feed(&line) {
-                    if let Some(id) = done.id.as_deref().and_then(|i| i.parse().ok()) {
-                        *last = Some(id);
-                    }
-                    self.print_event(&done);
-                }
+        let mut frames = SseReader::new(resp.bytes_stream());
+        while let Some(frame) = frames.next().await {
+            if let Some(id) = frame.id.as_deref().and_then(|i| i.parse().ok()) {
+                *last = Some(id);
             }
+            self.print_event(&frame);
         }
     }
 
@@ -214,35 +206,6 @@ impl Client {
                 println!("{} {} {}{to}{value}", e["revision"], e["kind"].as_str().unwrap_or("?"), e["uri"].as_str().unwrap_or("?"));
             }
         }
-    }
-}
-
-#[derive(Default)]
-struct SseFrame {
-    id: Option<String>,
-    event: Option<String>,
-    data: String,
-}
-
-impl SseFrame {
-    /// Feeds one line; returns the finished frame at a blank line.
-    fn feed(&mut self, line: &str) -> Option<SseFrame> {
-        if line.is_empty() {
-            return (!self.data.is_empty()).then(|| std::mem::take(self));
-        }
-        let (field, value) = line.split_once(':').map_or((line, ""), |(f, v)| (f, v.strip_prefix(' ').unwrap_or(v)));
-        match field {
-            "id" => self.id = Some(value.to_owned()),
-            "event" => self.event = Some(value.to_owned()),
-            "data" => {
-                if !self.data.is_empty() {
-                    self.data.push('\n');
-                }
-                self.data.push_str(value);
-            }
-            _ => {}
-        }
-        None
     }
 }
 
@@ -271,17 +234,6 @@ fn print_tree(node: &Json, indent: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_sse_frames() {
-        let mut f = SseFrame::default();
-        assert!(f.feed("id: 7").is_none());
-        assert!(f.feed("event: replaced").is_none());
-        assert!(f.feed("data: {\"a\":1}").is_none());
-        let done = f.feed("").unwrap();
-        assert_eq!((done.id.as_deref(), done.event.as_deref(), done.data.as_str()), (Some("7"), Some("replaced"), "{\"a\":1}"));
-        assert!(f.feed(": keep-alive").is_none() && f.feed("").is_none());
-    }
 
     #[test]
     fn uri_arguments() {

@@ -11,5 +11,6 @@ pub mod metrics;
 pub mod openapi;
 pub mod rest;
 pub mod server;
+pub mod sse;
 pub mod state;
 pub mod system;

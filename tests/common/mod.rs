@@ -1,0 +1,273 @@
+//! Runs the real `dmtree` binary for end-to-end tests, and talks to it over HTTP.
+#![allow(dead_code)] // Each test binary uses a different part of the harness.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use dmtree_api::auth::hash_token;
+use dmtree_api::sse::{SseFrame, SseReader};
+use serde_json::Value;
+
+pub const ADMIN: &str = "admin-test-token";
+pub const ALICE: &str = "alice-test-token";
+
+/// Whatever a test needs (top-level keys first, as TOML requires), then tokens for `admin` and `alice`.
+pub fn config_with(extra: &str) -> String {
+    format!(
+        "{extra}\n\n[[auth.tokens]]\nprincipal = \"admin\"\nsha256 = \"{}\"\n\n[[auth.tokens]]\nprincipal = \"alice\"\nsha256 = \"{}\"\n",
+        hash_token(ADMIN),
+        hash_token(ALICE)
+    )
+}
+
+/// Spawns a child that the kernel kills when this test process exits, even if
+/// the `Server` is never dropped (a shared server lives in a static). The
+/// death signal follows the spawning *thread*, so one thread that never ends spawns all.
+fn spawn_tied(mut cmd: Command) -> Child {
+    use std::os::unix::process::CommandExt as _;
+    use std::sync::{LazyLock, Mutex};
+    type Job = (Command, mpsc::Sender<std::io::Result<Child>>);
+    static SPAWNER: LazyLock<Mutex<mpsc::Sender<Job>>> = LazyLock::new(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::spawn(move || {
+            // Runs for the whole process: the sender lives in a static.
+            for (mut cmd, reply) in rx {
+                let _ = reply.send(cmd.spawn());
+            }
+        });
+        Mutex::new(tx)
+    });
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let (reply, result) = mpsc::channel();
+    SPAWNER.lock().expect("spawner").send((cmd, reply)).expect("spawner thread");
+    result.recv().expect("spawner reply").expect("spawn dmtree")
+}
+
+pub struct Server {
+    child: Option<Child>,
+    pub base: String,
+    pub data: PathBuf,
+    config: Option<PathBuf>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// Starts a server with a fresh data directory and this configuration (TOML).
+    pub fn start(config: &str) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let path = dir.path().join("dmtree.toml");
+        std::fs::write(&path, config).expect("write config");
+        let mut server = Server { child: None, base: String::new(), data, config: Some(path), _dir: Some(dir) };
+        server.spawn();
+        server
+    }
+
+    /// Starts a server with no configuration file at all (embedded defaults).
+    pub fn start_bare() -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let mut server = Server { child: None, base: String::new(), data, config: None, _dir: Some(dir) };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dmtree"));
+        cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").arg("--data").arg(&self.data).arg("--log-format").arg("json");
+        if let Some(c) = &self.config {
+            cmd.arg("--config").arg(c);
+        }
+        cmd.env("DMTREE_LOG", "info").stderr(Stdio::piped()).stdout(Stdio::null());
+        let mut child = spawn_tied(cmd);
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        // Keep draining stderr for the server's life, so it never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && v["fields"]["message"] == "dmtree listening"
+                {
+                    let _ = tx.send(v["fields"]["addr"].as_str().unwrap_or_default().to_owned());
+                }
+                if std::env::var_os("DMTREE_TEST_LOG").is_some() {
+                    eprintln!("[dmtree] {line}");
+                }
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("dmtree did not start listening within 30 s");
+        self.base = format!("http://{addr}");
+        self.child = Some(child);
+    }
+
+    /// `kill -9`, then start again on the same data directory (on a new port).
+    pub fn crash_and_restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
+    pub fn http(&self) -> Http {
+        Http { base: self.base.clone(), client: reqwest::Client::new(), token: None }
+    }
+
+    pub fn as_admin(&self) -> Http {
+        self.http().token(ADMIN)
+    }
+
+    pub fn as_alice(&self) -> Http {
+        self.http().token(ALICE)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A small client: every call returns the status and the JSON body (or Null).
+#[derive(Clone)]
+pub struct Http {
+    pub base: String,
+    pub client: reqwest::Client,
+    token: Option<String>,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+impl Http {
+    pub fn token(mut self, t: &str) -> Self {
+        self.token = Some(t.to_owned());
+        self
+    }
+
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut req = self.client.request(method, format!("{}{path}", self.base)).timeout(Duration::from_secs(30));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        req
+    }
+
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Reply {
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap_or_default();
+        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        Reply { status, headers, body }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(self.request(reqwest::Method::GET, path)).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> Reply {
+        self.send(self.request(reqwest::Method::PUT, path).json(&body)).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.send(self.request(reqwest::Method::POST, path).json(&body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> Reply {
+        self.send(self.request(reqwest::Method::PATCH, path).json(&body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.send(self.request(reqwest::Method::DELETE, path)).await
+    }
+
+    /// Opens `/events` and returns a reader of its frames.
+    pub async fn events(&self, query: &str, last_event_id: Option<u64>) -> Events {
+        let mut req = self.request(reqwest::Method::GET, &format!("/events{query}")).timeout(Duration::from_secs(3600));
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id.to_string());
+        }
+        let resp = req.send().await.expect("events request");
+        assert_eq!(resp.status().as_u16(), 200, "events stream refused");
+        Events { reader: SseReader::new(Box::pin(resp.bytes_stream())) }
+    }
+}
+
+type ByteStream = std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
+
+pub struct Events {
+    reader: SseReader<ByteStream>,
+}
+
+impl Events {
+    /// The next frame, or `None` if none arrives within `wait`.
+    pub async fn next_within(&mut self, wait: Duration) -> Option<SseFrame> {
+        tokio::time::timeout(wait, self.reader.next()).await.ok().flatten()
+    }
+
+    /// The next event as JSON (panics after 10 s).
+    pub async fn next_json(&mut self) -> Value {
+        let frame = self.next_within(Duration::from_secs(10)).await.expect("no event within 10 s");
+        serde_json::from_str(&frame.data).expect("event JSON")
+    }
+
+    /// Every event that arrives before `quiet` passes without one.
+    pub async fn drain(&mut self, quiet: Duration) -> Vec<Value> {
+        let mut out = Vec::new();
+        while let Some(f) = self.next_within(quiet).await {
+            out.push(serde_json::from_str(&f.data).expect("event JSON"));
+        }
+        out
+    }
+}
+
+/// Sends a request line exactly as given (HTTP clients normalise `..` away).
+pub async fn raw_request(base: &str, method: &str, path: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
