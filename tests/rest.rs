@@ -68,7 +68,11 @@ async fn leaf_and_interior_shapes_with_inferred_and_explicit_formats() {
         (json!({"value": null}), "null", Value::Null),
         (json!({"value": "2026-11-22", "format": "date"}), "date", json!("2026-11-22")),
         (json!({"value": "12:30:00", "format": "time"}), "time", json!("12:30:00")),
-        (json!({"value": "2026-11-22T10:00:00+01:00", "format": "datetime"}), "datetime", json!("2026-11-22T09:00:00Z")),
+        (
+            json!({"value": "2026-11-22T10:00:00+01:00", "format": "datetime"}),
+            "datetime",
+            json!("2026-11-22T09:00:00Z"),
+        ),
         (json!({"value": "aGVsbG8=", "format": "binary"}), "binary", json!("aGVsbG8=")),
         (json!({"value": "aGVsbG8=", "format": "base64"}), "base64", json!("aGVsbG8=")),
     ];
@@ -96,31 +100,99 @@ async fn bad_input_is_a_json_4xx_and_creates_nothing() {
     let admin = SERVER.as_admin();
     let long = "a/".repeat(70) + "x";
     let big = json!({"value": "x".repeat(70_000)});
-    let cases: Vec<(Method, String, Option<Vec<u8>>, u16, &str)> = vec![
+    /// Method, path, body, expected status and code.
+    type Case = (Method, String, Option<Vec<u8>>, u16, &'static str);
+    let cases: Vec<Case> = vec![
         (Method::PUT, "/tree/config/t_bad//x".into(), Some(br#"{"value":1}"#.to_vec()), 400, "invalid_uri"),
         (Method::PUT, "/tree/config/t_bad/%ZZ".into(), Some(br#"{"value":1}"#.to_vec()), 400, "invalid_uri"),
         (Method::GET, format!("/tree/config/{long}"), None, 414, "uri_too_long"),
-        (Method::PUT, format!("/tree/config/t_bad/{}", "n".repeat(300)), Some(br#"{"value":1}"#.to_vec()), 414, "uri_too_long"),
+        (
+            Method::PUT,
+            format!("/tree/config/t_bad/{}", "n".repeat(300)),
+            Some(br#"{"value":1}"#.to_vec()),
+            414,
+            "uri_too_long",
+        ),
         (Method::PUT, "/tree/config/t_bad/x".into(), Some(b"{\"value\": ".to_vec()), 400, "invalid_json"),
         (Method::PUT, "/tree/config/t_bad/x".into(), Some(b"[1,2]".to_vec()), 400, "invalid_json"),
         (Method::PUT, "/tree/config/t_bad/x".into(), Some(br#"{"valeu": 1}"#.to_vec()), 400, "invalid_json"),
-        (Method::PUT, "/tree/config/t_bad/x".into(), Some(br#"{"value": "x", "format": "int"}"#.to_vec()), 400, "invalid_data"),
-        (Method::PUT, "/tree/config/t_bad/x".into(), Some(br#"{"value": 1, "format": "integer"}"#.to_vec()), 400, "invalid_data"),
-        (Method::PUT, "/tree/config/t_bad/x".into(), Some(br#"{"value": "not-a-date", "format": "date"}"#.to_vec()), 400, "invalid_data"),
-        (Method::PUT, "/tree/config/t_bad/x".into(), Some(br#"{"value": 1, "children": {}}"#.to_vec()), 400, "invalid_data"),
-        (Method::PUT, "/tree/config/t_bad/x".into(), Some(br#"{"value": 1, "acl": "Read=*"}"#.to_vec()), 400, "invalid_data"),
+        (
+            Method::PUT,
+            "/tree/config/t_bad/x".into(),
+            Some(br#"{"value": "x", "format": "int"}"#.to_vec()),
+            400,
+            "invalid_data",
+        ),
+        (
+            Method::PUT,
+            "/tree/config/t_bad/x".into(),
+            Some(br#"{"value": 1, "format": "integer"}"#.to_vec()),
+            400,
+            "invalid_data",
+        ),
+        (
+            Method::PUT,
+            "/tree/config/t_bad/x".into(),
+            Some(br#"{"value": "not-a-date", "format": "date"}"#.to_vec()),
+            400,
+            "invalid_data",
+        ),
+        (
+            Method::PUT,
+            "/tree/config/t_bad/x".into(),
+            Some(br#"{"value": 1, "children": {}}"#.to_vec()),
+            400,
+            "invalid_data",
+        ),
+        (
+            Method::PUT,
+            "/tree/config/t_bad/x".into(),
+            Some(br#"{"value": 1, "acl": "Read=*"}"#.to_vec()),
+            400,
+            "invalid_data",
+        ),
         (Method::PUT, "/tree/config/t_bad/x".into(), Some(serde_json::to_vec(&big).unwrap()), 413, "body_too_large"),
-        (Method::PUT, "/tree/config/limits/t_bad".into(), Some(br#"{"value": 101}"#.to_vec()), 422, "metadata_mismatch"),
-        (Method::PUT, "/tree/config/limits/t_bad".into(), Some(br#"{"value": "ten"}"#.to_vec()), 422, "metadata_mismatch"),
+        (
+            Method::PUT,
+            "/tree/config/limits/t_bad".into(),
+            Some(br#"{"value": 101}"#.to_vec()),
+            422,
+            "metadata_mismatch",
+        ),
+        (
+            Method::PUT,
+            "/tree/config/limits/t_bad".into(),
+            Some(br#"{"value": "ten"}"#.to_vec()),
+            422,
+            "metadata_mismatch",
+        ),
         (Method::PUT, "/tree/system/version".into(), Some(br#"{"value": 1}"#.to_vec()), 405, "command_not_allowed"),
         (Method::POST, "/exec/config".into(), None, 405, "command_not_allowed"),
         (Method::GET, "/tree/config/t_bad/missing".into(), None, 404, "node_not_found"),
         (Method::GET, "/tree/config?depth=-1".into(), None, 400, "invalid_parameter"),
         (Method::GET, "/tree/config?dpeth=1".into(), None, 400, "invalid_parameter"),
-        (Method::PUT, "/tree/config/t_bad/x?session=nope".into(), Some(br#"{"value":1}"#.to_vec()), 404, "session_not_found"),
+        (
+            Method::PUT,
+            "/tree/config/t_bad/x?session=nope".into(),
+            Some(br#"{"value":1}"#.to_vec()),
+            404,
+            "session_not_found",
+        ),
         (Method::POST, "/sessions/nope/commit".into(), None, 404, "session_not_found"),
-        (Method::POST, "/sessions".into(), Some(br#"{"root": "./config", "lock": "sometimes"}"#.to_vec()), 400, "invalid_parameter"),
-        (Method::POST, "/sessions".into(), Some(br#"{"root": "config", "lock": "shared"}"#.to_vec()), 400, "invalid_uri"),
+        (
+            Method::POST,
+            "/sessions".into(),
+            Some(br#"{"root": "./config", "lock": "sometimes"}"#.to_vec()),
+            400,
+            "invalid_parameter",
+        ),
+        (
+            Method::POST,
+            "/sessions".into(),
+            Some(br#"{"root": "config", "lock": "shared"}"#.to_vec()),
+            400,
+            "invalid_uri",
+        ),
         (Method::GET, "/events?uri=./a/**/b".into(), None, 400, "invalid_uri"),
         (Method::GET, "/events?since=yesterday".into(), None, 400, "invalid_parameter"),
         (Method::GET, "/nowhere".into(), None, 404, "route_not_found"),
@@ -158,17 +230,24 @@ async fn etags_and_conditional_requests() {
     assert_eq!(r.status, 304);
     let parent_before = admin.get("/tree/config/t_etag").await.headers["etag"].clone();
 
-    let stale = admin.request(Method::PUT, "/tree/config/t_etag/x").header("if-match", "\"1\"").json(&json!({"value": 2}));
+    let stale =
+        admin.request(Method::PUT, "/tree/config/t_etag/x").header("if-match", "\"1\"").json(&json!({"value": 2}));
     let r = admin.send(stale).await;
     assert_eq!((r.status, r.code()), (412, "precondition_failed"));
     assert_eq!(admin.get("/tree/config/t_etag/x").await.body["value"], 1);
-    let fresh = admin.request(Method::PUT, "/tree/config/t_etag/x").header("if-match", &etag).json(&json!({"value": 2}));
+    let fresh =
+        admin.request(Method::PUT, "/tree/config/t_etag/x").header("if-match", &etag).json(&json!({"value": 2}));
     let r = admin.send(fresh).await;
     assert_eq!(r.status, 200);
     assert_ne!(r.headers["etag"].to_str().unwrap(), etag);
-    assert_ne!(admin.get("/tree/config/t_etag").await.headers["etag"], parent_before, "a child's change changes its parent's ETag");
+    assert_ne!(
+        admin.get("/tree/config/t_etag").await.headers["etag"],
+        parent_before,
+        "a child's change changes its parent's ETag"
+    );
 
-    let create_only = admin.request(Method::PUT, "/tree/config/t_etag/x").header("if-none-match", "*").json(&json!({"value": 3}));
+    let create_only =
+        admin.request(Method::PUT, "/tree/config/t_etag/x").header("if-none-match", "*").json(&json!({"value": 3}));
     assert_eq!(admin.send(create_only).await.status, 412);
     let stale_delete = admin.request(Method::DELETE, "/tree/config/t_etag/x").header("if-match", &etag);
     assert_eq!(admin.send(stale_delete).await.status, 412);
@@ -201,7 +280,10 @@ async fn depth_props_and_fields() {
     let props = json!({"title": "A node", "type": "text/plain"});
     assert_eq!(admin.put("/tree/config/t_depth/b", props).await.status, 200);
     let r = admin.get("/tree/config/t_depth/b?props").await;
-    assert_eq!((r.body["props"]["title"].as_str(), r.body["props"]["type"].as_str()), (Some("A node"), Some("text/plain")));
+    assert_eq!(
+        (r.body["props"]["title"].as_str(), r.body["props"]["type"].as_str()),
+        (Some("A node"), Some("text/plain"))
+    );
     assert_eq!(r.body["value"], "b", "setting properties keeps the value");
 }
 
@@ -216,7 +298,10 @@ async fn post_patch_rename_copy_and_delete() {
     let generated = r.headers["location"].to_str().unwrap().to_owned();
     assert_eq!(admin.get(&generated).await.body["value"], 2);
     assert_eq!(admin.post("/tree/config/t_ops", json!({"name": "n1", "value": 1})).await.code(), "node_already_exists");
-    assert_eq!(admin.post("/tree/config/t_ops/missing", json!({"name": "x", "value": 1})).await.code(), "node_not_found");
+    assert_eq!(
+        admin.post("/tree/config/t_ops/missing", json!({"name": "x", "value": 1})).await.code(),
+        "node_not_found"
+    );
 
     let r = admin.patch("/tree/config/t_ops", json!({"n1": 10, "deep/er": {"value": "x", "format": "string"}})).await;
     assert_eq!(r.status, 200);
@@ -226,10 +311,18 @@ async fn post_patch_rename_copy_and_delete() {
     assert_eq!(r.status, 405);
     assert_eq!(admin.get("/tree/config/t_ops/n1").await.body["value"], 10, "PATCH is all or nothing");
 
-    let r = admin.send(admin.request(Method::POST, "/tree/config/t_ops/deep?action=rename").json(&json!({"name": "deeper"}))).await;
+    let r = admin
+        .send(admin.request(Method::POST, "/tree/config/t_ops/deep?action=rename").json(&json!({"name": "deeper"})))
+        .await;
     assert_eq!(r.status, 201);
     assert_eq!(admin.get("/tree/config/t_ops/deeper/er").await.body["value"], "x");
-    let r = admin.send(admin.request(Method::POST, "/tree/config/t_ops/deeper?action=copy").json(&json!({"to": "./config/t_ops/copy"}))).await;
+    let r = admin
+        .send(
+            admin
+                .request(Method::POST, "/tree/config/t_ops/deeper?action=copy")
+                .json(&json!({"to": "./config/t_ops/copy"})),
+        )
+        .await;
     assert_eq!(r.status, 201);
     assert_eq!(admin.get("/tree/config/t_ops/copy/er").await.body["value"], "x");
     assert_eq!(admin.delete("/tree/config/t_ops/deeper").await.status, 204);
@@ -246,7 +339,9 @@ async fn overlapping_exclusive_sessions_wait_then_conflict() {
     assert_eq!(a.status, 201);
     let id = a.body["id"].as_str().unwrap().to_owned();
     let started = Instant::now();
-    let b = admin.post("/sessions", json!({"root": "./config/t_lock/sub", "lock": "exclusive", "lock_timeout_ms": 400})).await;
+    let b = admin
+        .post("/sessions", json!({"root": "./config/t_lock/sub", "lock": "exclusive", "lock_timeout_ms": 400}))
+        .await;
     assert_eq!((b.status, b.code()), (409, "concurrent_access"));
     assert!(started.elapsed() >= Duration::from_millis(400), "the second session waited for the lock");
     let r = admin.put("/tree/config/t_lock/sub/x", json!({"value": 2})).await;
@@ -257,7 +352,7 @@ async fn overlapping_exclusive_sessions_wait_then_conflict() {
     assert_eq!((r.status, r.code()), (400, "outside_session"));
     let r = SERVER.as_alice().put(&format!("/tree/config/t_lock/sub/x?session={id}"), json!({"value": 4})).await;
     assert_eq!(r.code(), "session_not_found", "sessions belong to their principal");
-    assert_eq!(admin.get("/tree/sessions").await.body["children"].get(&id).is_some(), true);
+    assert!(admin.get("/tree/sessions").await.body["children"].get(&id).is_some());
     assert_eq!(admin.delete(&format!("/sessions/{id}")).await.status, 204);
     let b = admin.post("/sessions", json!({"root": "./config/t_lock/sub", "lock": "exclusive"})).await;
     assert_eq!(b.status, 201);
@@ -299,7 +394,10 @@ async fn a_failed_atomic_session_leaves_no_writes_and_no_events() {
     assert_eq!(r.code(), "metadata_mismatch");
     let r = admin.put(&format!("/tree/config/t_fail/b?session={id}"), json!({"value": 1})).await;
     assert_eq!(r.code(), "transaction_error", "the session was rolled back");
-    assert_eq!(admin.send(admin.request(Method::POST, &format!("/sessions/{id}/commit"))).await.code(), "transaction_error");
+    assert_eq!(
+        admin.send(admin.request(Method::POST, &format!("/sessions/{id}/commit"))).await.code(),
+        "transaction_error"
+    );
     assert_eq!(admin.delete(&format!("/sessions/{id}")).await.code(), "transaction_error");
     assert_eq!(admin.get("/tree/config/t_fail/a").await.status, 404);
     assert_eq!(admin.get("/tree/config/t_fail/seed").await.body["value"], 0);
@@ -323,7 +421,10 @@ async fn events_carry_revisions_and_resume_without_gaps() {
     let first = live.next_json().await;
     assert_eq!((first["kind"].as_str(), first["uri"].as_str()), (Some("added"), Some("./config/t_ev")));
     let second = live.next_json().await;
-    assert_eq!((second["kind"].as_str(), second["uri"].as_str(), &second["value"]), (Some("added"), Some("./config/t_ev/x"), &json!(0)));
+    assert_eq!(
+        (second["kind"].as_str(), second["uri"].as_str(), &second["value"]),
+        (Some("added"), Some("./config/t_ev/x"), &json!(0))
+    );
     assert_eq!((second["principal"].as_str(), second["format"].as_str()), (Some("admin"), Some("int")));
     let last_seen = second["revision"].as_u64().unwrap();
     assert!(last_seen > first["revision"].as_u64().unwrap());

@@ -35,8 +35,8 @@ impl Tokens {
         self.by_hash.get(&hash_token(token))
     }
 
-    pub fn len(&self) -> usize {
-        self.by_hash.len()
+    pub fn is_empty(&self) -> bool {
+        self.by_hash.is_empty()
     }
 
     fn insert(&mut self, hash: &str, principal: &str) {
@@ -54,9 +54,10 @@ pub async fn bootstrap(state: &SqliteState, config: &AuthConfig, data_dir: &Path
     for t in state.tokens().await? {
         tokens.insert(&t.hash, &t.principal);
     }
-    if tokens.len() == 0 {
+    if tokens.is_empty() {
         let token = generate_token();
-        let record = TokenRecord { hash: hash_token(&token), principal: "admin".into(), label: Some("bootstrap".into()) };
+        let record =
+            TokenRecord { hash: hash_token(&token), principal: "admin".into(), label: Some("bootstrap".into()) };
         let path = write_token_file(data_dir, &token)?;
         state.add_token(&record, chrono::Utc::now().timestamp_millis()).await?;
         tokens.insert(&record.hash, &record.principal);
@@ -91,7 +92,7 @@ mod tests {
         assert_eq!(tokens.principal(&token), Some(&Principal::named("admin")));
         assert_eq!(tokens.principal("dmt_wrong"), None);
         let again = bootstrap(&state, &AuthConfig::default(), dir.path()).await.unwrap();
-        assert_eq!(again.len(), 1);
+        assert_eq!(again.by_hash.len(), 1, "no second admin token");
         assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), token, "not rewritten");
     }
 }

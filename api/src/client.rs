@@ -44,7 +44,12 @@ impl Client {
     pub fn new(args: ClientArgs) -> anyhow::Result<Self> {
         let token = match (&args.token, &args.token_file) {
             (Some(t), _) => Some(t.clone()),
-            (None, Some(path)) => Some(std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?.trim().to_owned()),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?
+                    .trim()
+                    .to_owned(),
+            ),
             (None, None) => None,
         };
         let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build()?;
@@ -71,7 +76,12 @@ impl Client {
         let body: Json = resp.json().await.unwrap_or(Json::Null);
         if !status.is_success() {
             let e = &body["error"];
-            bail!("{} ({}): {}", e["code"].as_str().unwrap_or("error"), status.as_u16(), e["message"].as_str().unwrap_or(""));
+            bail!(
+                "{} ({}): {}",
+                e["code"].as_str().unwrap_or("error"),
+                status.as_u16(),
+                e["message"].as_str().unwrap_or("")
+            );
         }
         Ok(body)
     }
@@ -203,7 +213,12 @@ impl Client {
             _ => {
                 let value = e.get("value").map(|v| format!(" = {}", display_value(v))).unwrap_or_default();
                 let to = e.get("to").and_then(Json::as_str).map(|t| format!(" -> {t}")).unwrap_or_default();
-                println!("{} {} {}{to}{value}", e["revision"], e["kind"].as_str().unwrap_or("?"), e["uri"].as_str().unwrap_or("?"));
+                println!(
+                    "{} {} {}{to}{value}",
+                    e["revision"],
+                    e["kind"].as_str().unwrap_or("?"),
+                    e["uri"].as_str().unwrap_or("?")
+                );
             }
         }
     }

@@ -156,7 +156,8 @@ impl ServerConfig {
     }
 
     fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
         toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.display().to_string(), source })
     }
 
@@ -164,7 +165,10 @@ impl ServerConfig {
         let mount = &self.config_store.mount;
         for rule in &self.config_store.schema {
             if rule.pattern.strip_base(mount).is_none_or(|rel| rel.segments().is_empty()) {
-                return Err(ConfigError::SchemaOutsideStore { pattern: rule.pattern.to_string(), mount: mount.to_string() });
+                return Err(ConfigError::SchemaOutsideStore {
+                    pattern: rule.pattern.to_string(),
+                    mount: mount.to_string(),
+                });
             }
         }
         Ok(())
@@ -214,7 +218,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nlog = \"debug\"\n").unwrap();
-        let args = ServeArgs { config: Some(path), listen: Some("127.0.0.1:9001".parse().unwrap()), ..ServeArgs::default() };
+        let args =
+            ServeArgs { config: Some(path), listen: Some("127.0.0.1:9001".parse().unwrap()), ..ServeArgs::default() };
         let c = ServerConfig::load(&args).unwrap();
         assert_eq!((c.listen.port(), c.log.as_str()), (9001, "debug"));
     }

@@ -80,7 +80,9 @@ pub fn status_of(code: &str) -> StatusCode {
         "authentication_required" | "invalid_token" => StatusCode::UNAUTHORIZED,
         "metadata_mismatch" => StatusCode::UNPROCESSABLE_ENTITY,
         "command_not_allowed" | "method_not_allowed" => StatusCode::METHOD_NOT_ALLOWED,
-        "invalid_uri" | "invalid_data" | "invalid_json" | "invalid_parameter" | "outside_session" => StatusCode::BAD_REQUEST,
+        "invalid_uri" | "invalid_data" | "invalid_json" | "invalid_parameter" | "outside_session" => {
+            StatusCode::BAD_REQUEST
+        }
         "uri_too_long" => StatusCode::URI_TOO_LONG,
         "precondition_failed" => StatusCode::PRECONDITION_FAILED,
         "limit_exceeded" | "body_too_large" => StatusCode::PAYLOAD_TOO_LARGE,

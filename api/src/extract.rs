@@ -6,7 +6,7 @@ use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use bytes::Bytes;
-use dmtree_core::{Principal, Precondition, Uri, Versions};
+use dmtree_core::{Precondition, Principal, Uri, Versions};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -91,7 +91,9 @@ impl Params {
 
     pub fn number(&self, name: &'static str) -> Result<Option<u64>, ApiError> {
         self.get(name)
-            .map(|v| v.parse::<u64>().map_err(|_| ApiError::param(name, format!("{v:?} is not a non-negative integer"))))
+            .map(|v| {
+                v.parse::<u64>().map_err(|_| ApiError::param(name, format!("{v:?} is not a non-negative integer")))
+            })
             .transpose()
     }
 }

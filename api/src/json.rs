@@ -4,7 +4,10 @@
 use std::collections::BTreeMap;
 
 use chrono::SecondsFormat;
-use dmtree_core::{Acl, Content, DmtError, Format, NodeKind, NodeView, PropsPatch, SessionInfo, Uri, UriLimits, Value, Write, WriteOutcome};
+use dmtree_core::{
+    Acl, Content, DmtError, Format, NodeKind, NodeView, PropsPatch, SessionInfo, Uri, UriLimits, Value, Write,
+    WriteOutcome,
+};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value as Json;
 use utoipa::ToSchema;
@@ -65,7 +68,15 @@ fn kind_str(kind: NodeKind) -> &'static str {
 impl NodeJson {
     pub fn from_view(view: &NodeView, props: bool) -> Self {
         let Some(node) = &view.node else {
-            return NodeJson { uri: view.uri.to_string(), kind: None, format: None, value: None, readable: false, props: None, children: None };
+            return NodeJson {
+                uri: view.uri.to_string(),
+                kind: None,
+                format: None,
+                value: None,
+                readable: false,
+                props: None,
+                children: None,
+            };
         };
         let children = view.children.as_ref().map(|cs| {
             cs.iter().map(|c| (c.uri.name().unwrap_or_default().to_owned(), NodeJson::from_view(c, props))).collect()
@@ -155,7 +166,9 @@ impl NodeBody {
             .transpose()?;
         match (&self.value, &self.children) {
             (Some(_), Some(_)) => Err(DmtError::invalid_data(uri, "a node has a value or children, not both").into()),
-            (Some(v), None) => Ok(Some(Content::Leaf(Value::from_json(v, format).map_err(|e| DmtError::invalid_data(uri, e.0))?))),
+            (Some(v), None) => {
+                Ok(Some(Content::Leaf(Value::from_json(v, format).map_err(|e| DmtError::invalid_data(uri, e.0))?)))
+            }
             (None, Some(children)) => {
                 if format.is_some() {
                     return Err(DmtError::invalid_data(uri, "an interior node has no format").into());
@@ -164,7 +177,11 @@ impl NodeBody {
                 for (name, child) in children {
                     let child_uri = uri.join_name(name);
                     if child.name.is_some() || child.title.is_some() || child.mime.is_some() || child.acl.is_some() {
-                        return Err(DmtError::invalid_data(&child_uri, "children take value, format and children only").into());
+                        return Err(DmtError::invalid_data(
+                            &child_uri,
+                            "children take value, format and children only",
+                        )
+                        .into());
                     }
                     let content = child.content(&child_uri)?.unwrap_or(Content::Interior(Vec::new()));
                     out.push((name.clone(), content));
@@ -199,7 +216,11 @@ impl NodeBody {
 
 /// PATCH: relative paths to values. A value is either `{"value": v, "format": f}`
 /// or any other JSON, whose format is then inferred.
-pub fn patch_leaves(base: &Uri, body: BTreeMap<String, Json>, limits: &UriLimits) -> Result<Vec<(Uri, Value)>, ApiError> {
+pub fn patch_leaves(
+    base: &Uri,
+    body: BTreeMap<String, Json>,
+    limits: &UriLimits,
+) -> Result<Vec<(Uri, Value)>, ApiError> {
     body.into_iter()
         .map(|(path, spec)| {
             let rel = Uri::parse_relative(&Uri::root(), &path, limits)?;
@@ -208,7 +229,9 @@ pub fn patch_leaves(base: &Uri, body: BTreeMap<String, Json>, limits: &UriLimits
                 Json::Object(map) if map.contains_key("value") && map.keys().all(|k| k == "value" || k == "format") => {
                     let format = match map.get("format") {
                         None => None,
-                        Some(Json::String(f)) => Some(f.parse::<Format>().map_err(|e| DmtError::invalid_data(&uri, e.0))?),
+                        Some(Json::String(f)) => {
+                            Some(f.parse::<Format>().map_err(|e| DmtError::invalid_data(&uri, e.0))?)
+                        }
                         Some(_) => return Err(DmtError::invalid_data(&uri, "format must be a string").into()),
                     };
                     Value::from_json(&map["value"], format)
@@ -310,7 +333,13 @@ mod tests {
 
     #[test]
     fn node_body_rejects_contradictions() {
-        for bad in [json!({"value": 1, "children": {}}), json!({"format": "int"}), json!({"value": "x", "format": "int"}), json!({"value": 1, "format": "nope"}), json!({"acl": "Get"})] {
+        for bad in [
+            json!({"value": 1, "children": {}}),
+            json!({"format": "int"}),
+            json!({"value": "x", "format": "int"}),
+            json!({"value": 1, "format": "nope"}),
+            json!({"acl": "Get"}),
+        ] {
             let body: NodeBody = serde_json::from_value(bad.clone()).unwrap();
             assert!(body.write(&u("./x")).is_err(), "{bad}");
         }
@@ -319,7 +348,8 @@ mod tests {
 
     #[test]
     fn nested_children_become_content() {
-        let body: NodeBody = serde_json::from_value(json!({"children": {"a": {"value": 1}, "b": {"children": {}}, "c": {}}})).unwrap();
+        let body: NodeBody =
+            serde_json::from_value(json!({"children": {"a": {"value": 1}, "b": {"children": {}}, "c": {}}})).unwrap();
         let Some(Content::Interior(children)) = body.content(&u("./x")).unwrap() else { panic!() };
         assert_eq!(children.len(), 3);
         assert_eq!(children[2], ("c".into(), Content::Interior(vec![])));
@@ -327,7 +357,9 @@ mod tests {
 
     #[test]
     fn patch_specs_and_raw_values() {
-        let body = serde_json::from_value(json!({"a": 1, "b/c": {"value": "2026-01-01", "format": "date"}, "d": {"x": 1}})).unwrap();
+        let body =
+            serde_json::from_value(json!({"a": 1, "b/c": {"value": "2026-01-01", "format": "date"}, "d": {"x": 1}}))
+                .unwrap();
         let leaves = patch_leaves(&u("./base"), body, &UriLimits::default()).unwrap();
         assert_eq!(leaves[0], (Uri::from_key("a"), Value::Int(1)));
         assert_eq!(leaves[1].1.format(), Format::Date);
@@ -338,7 +370,15 @@ mod tests {
 
     #[test]
     fn fields_select_children() {
-        let leaf = |uri: &str| NodeJson { uri: uri.into(), kind: Some("leaf"), format: None, value: None, readable: true, props: None, children: None };
+        let leaf = |uri: &str| NodeJson {
+            uri: uri.into(),
+            kind: Some("leaf"),
+            format: None,
+            value: None,
+            readable: true,
+            props: None,
+            children: None,
+        };
         let mut inner = BTreeMap::new();
         inner.insert("x".to_owned(), leaf("./a/x"));
         inner.insert("y".to_owned(), leaf("./a/y"));

@@ -9,7 +9,11 @@ use dmtree_api::{auth, openapi, server};
 use dmtree_core::Format;
 
 #[derive(Parser)]
-#[command(name = "dmtree", version, about = "A management tree served over REST, in the style of OMA-DM and OSGi DMT Admin")]
+#[command(
+    name = "dmtree",
+    version,
+    about = "A management tree served over REST, in the style of OMA-DM and OSGi DMT Admin"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -109,7 +113,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(TokenCommand::New { principal }) => {
             let token = auth::generate_token();
             println!("token:  {token}");
-            println!("config: [[auth.tokens]]\n        principal = \"{principal}\"\n        sha256 = \"{}\"", auth::hash_token(&token));
+            println!(
+                "config: [[auth.tokens]]\n        principal = \"{principal}\"\n        sha256 = \"{}\"",
+                auth::hash_token(&token)
+            );
             Ok(())
         }
         Command::Token(TokenCommand::Hash { token }) => {

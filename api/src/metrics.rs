@@ -46,9 +46,15 @@ impl Default for Metrics {
         registry.register("http_request_duration_seconds", "HTTP request latency by method", latency_family.clone());
         let requests = METHODS
             .iter()
-            .map(|&method| CLASSES.iter().map(|&class| requests_family.get_or_create(&RequestLabels { method, class }).clone()).collect())
+            .map(|&method| {
+                CLASSES
+                    .iter()
+                    .map(|&class| requests_family.get_or_create(&RequestLabels { method, class }).clone())
+                    .collect()
+            })
             .collect();
-        let latency = METHODS.iter().map(|&method| latency_family.get_or_create(&MethodLabel { method }).clone()).collect();
+        let latency =
+            METHODS.iter().map(|&method| latency_family.get_or_create(&MethodLabel { method }).clone()).collect();
         let metrics = Self {
             registry,
             requests,

@@ -31,5 +31,7 @@ struct ApiDoc;
 
 pub fn yaml() -> &'static str {
     static YAML: OnceLock<String> = OnceLock::new();
-    YAML.get_or_init(|| ApiDoc::openapi().to_yaml().unwrap_or_else(|e| format!("# cannot render the OpenAPI document: {e}\n")))
+    YAML.get_or_init(|| {
+        ApiDoc::openapi().to_yaml().unwrap_or_else(|e| format!("# cannot render the OpenAPI document: {e}\n"))
+    })
 }

@@ -17,7 +17,9 @@ use crate::system;
 
 pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let app = build(config).await?;
-    let listener = tokio::net::TcpListener::bind(app.config.listen).await.with_context(|| format!("cannot listen on {}", app.config.listen))?;
+    let listener = tokio::net::TcpListener::bind(app.config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", app.config.listen))?;
     tracing::info!(addr = %listener.local_addr()?, data = %app.config.data_dir.display(), "dmtree listening");
     let shutdown = app.shutdown.clone();
     axum::serve(listener, rest::router(app))
@@ -65,7 +67,11 @@ pub async fn build(config: ServerConfig) -> anyhow::Result<AppState> {
 
 fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt as _;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).with_context(|| format!("cannot create {}", dir.display()))
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))
 }
 
 async fn shutdown_signal() {

@@ -1,7 +1,7 @@
 //! What every request handler shares.
 
-use std::sync::Arc;
 use dmtree_core::Tree;
+use std::sync::Arc;
 
 use crate::auth::Tokens;
 use crate::config::ServerConfig;

@@ -9,17 +9,30 @@ use serde_json::{Map, Value as Json, json};
 
 use crate::metrics::Metrics;
 
-pub fn mount(tree: &Arc<Tree>, metrics: Arc<Metrics>, started: Instant, started_at: DateTime<Utc>) -> dmtree_core::Result<()> {
+pub fn mount(
+    tree: &Arc<Tree>,
+    metrics: Arc<Metrics>,
+    started: Instant,
+    started_at: DateTime<Utc>,
+) -> dmtree_core::Result<()> {
     let at = |name: &str| Uri::root().join_name(name);
     let weak = Arc::downgrade(tree);
-    tree.mount("system", at("system"), Arc::new(SnapshotHandler::new("system", {
-        let weak = weak.clone();
-        move || system(&weak, &metrics, started, started_at)
-    })))?;
-    tree.mount("mounts", at("mounts"), Arc::new(SnapshotHandler::new("mounts", {
-        let weak = weak.clone();
-        move || mounts(&weak)
-    })))?;
+    tree.mount(
+        "system",
+        at("system"),
+        Arc::new(SnapshotHandler::new("system", {
+            let weak = weak.clone();
+            move || system(&weak, &metrics, started, started_at)
+        })),
+    )?;
+    tree.mount(
+        "mounts",
+        at("mounts"),
+        Arc::new(SnapshotHandler::new("mounts", {
+            let weak = weak.clone();
+            move || mounts(&weak)
+        })),
+    )?;
     tree.mount("sessions", at("sessions"), Arc::new(SnapshotHandler::new("sessions", move || sessions(&weak))))?;
     Ok(())
 }
@@ -30,7 +43,8 @@ fn time(t: DateTime<Utc>) -> String {
 
 fn system(tree: &Weak<Tree>, metrics: &Metrics, started: Instant, started_at: DateTime<Utc>) -> Json {
     let Some(tree) = tree.upgrade() else { return json!({}) };
-    let mut requests: Map<String, Json> = metrics.by_method().map(|(m, n)| (m.to_ascii_lowercase(), json!(n))).collect();
+    let mut requests: Map<String, Json> =
+        metrics.by_method().map(|(m, n)| (m.to_ascii_lowercase(), json!(n))).collect();
     requests.insert("total".into(), json!(metrics.by_method().map(|(_, n)| n).sum::<u64>()));
     for (class, n) in metrics.by_class() {
         requests.insert(format!("status_{class}"), json!(n));
@@ -41,7 +55,10 @@ fn system(tree: &Weak<Tree>, metrics: &Metrics, started: Instant, started_at: Da
         "uptime_seconds": started.elapsed().as_secs(),
         "revision": tree.events().head(),
         "requests": requests,
-        "events": { "journal_failures": tree.events().journal_failures() },
+        "events": {
+            "journal_failures": tree.events().journal_failures(),
+            "sse_subscribers": metrics.sse_subscribers.get(),
+        },
         "sessions": { "open": tree.sessions().len() },
     })
 }
@@ -50,7 +67,9 @@ fn mounts(tree: &Weak<Tree>) -> Json {
     let Some(tree) = tree.upgrade() else { return json!({}) };
     tree.mounts()
         .iter()
-        .map(|m| (m.id.clone(), json!({ "uri": m.at.to_string(), "handler": m.handler.kind(), "since": time(m.since) })))
+        .map(|m| {
+            (m.id.clone(), json!({ "uri": m.at.to_string(), "handler": m.handler.kind(), "since": time(m.since) }))
+        })
         .collect::<Map<_, _>>()
         .into()
 }

@@ -85,7 +85,13 @@ impl Server {
 
     fn spawn(&mut self) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_dmtree"));
-        cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").arg("--data").arg(&self.data).arg("--log-format").arg("json");
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data")
+            .arg(&self.data)
+            .arg("--log-format")
+            .arg("json");
         if let Some(c) = &self.config {
             cmd.arg("--config").arg(c);
         }
@@ -194,7 +200,8 @@ impl Http {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let text = resp.text().await.unwrap_or_default();
-        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let body =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
         Reply { status, headers, body }
     }
 

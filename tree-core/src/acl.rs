@@ -93,9 +93,9 @@ impl Acl {
     }
 
     pub fn permits(&self, principal: &Principal, perm: Permission) -> bool {
-        self.grants.get(&perm).is_some_and(|set| {
-            set.contains(EVERYONE) || principal.name().is_some_and(|name| set.contains(name))
-        })
+        self.grants
+            .get(&perm)
+            .is_some_and(|set| set.contains(EVERYONE) || principal.name().is_some_and(|name| set.contains(name)))
     }
 
     /// The principals granted `perm` (for display).
@@ -129,11 +129,11 @@ impl FromStr for Acl {
             return Ok(acl);
         }
         for part in s.split('&') {
-            let (name, principals) = part.split_once('=').ok_or_else(|| err(format!("{part:?} is not Permission=principals")))?;
-            let perm = Permission::ALL
-                .into_iter()
-                .find(|p| p.as_str() == name)
-                .ok_or_else(|| err(format!("unknown permission {name:?}; expected Add, Delete, Exec, Get or Replace")))?;
+            let (name, principals) =
+                part.split_once('=').ok_or_else(|| err(format!("{part:?} is not Permission=principals")))?;
+            let perm = Permission::ALL.into_iter().find(|p| p.as_str() == name).ok_or_else(|| {
+                err(format!("unknown permission {name:?}; expected Add, Delete, Exec, Get or Replace"))
+            })?;
             for principal in principals.split('+') {
                 if !valid_principal(principal) {
                     return Err(err(format!("invalid principal {principal:?}")));

@@ -140,7 +140,10 @@ impl EventDraft {
 pub enum Delivery {
     Event(Arc<Event>),
     /// Revisions `from..=to` are no longer retained; resume after `to`.
-    Gap { from: u64, to: u64 },
+    Gap {
+        from: u64,
+        to: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]

@@ -111,7 +111,9 @@ impl Meta {
 
     pub fn check_kind(&self, kind: NodeKind) -> Result<(), MetaViolation> {
         match self.kind {
-            Some(k) if k != kind => Err(MetaViolation::Mismatch(format!("this node must be {k:?}, not {kind:?}").to_lowercase())),
+            Some(k) if k != kind => {
+                Err(MetaViolation::Mismatch(format!("this node must be {k:?}, not {kind:?}").to_lowercase()))
+            }
             _ => Ok(()),
         }
     }
@@ -129,14 +131,14 @@ impl Meta {
             let allowed: Vec<_> = self.formats.iter().map(|f| f.as_str()).collect();
             return Err(MetaViolation::Mismatch(format!("format {} is not one of {allowed:?}", value.format())));
         }
-        if let Some(n) = value.as_f64() {
-            if self.min.is_some_and(|min| n < min) || self.max.is_some_and(|max| n > max) {
-                return Err(MetaViolation::Mismatch(format!(
-                    "value {n} is outside [{}, {}]",
-                    self.min.map_or("-inf".into(), |m| m.to_string()),
-                    self.max.map_or("inf".into(), |m| m.to_string())
-                )));
-            }
+        if let Some(n) = value.as_f64()
+            && (self.min.is_some_and(|min| n < min) || self.max.is_some_and(|max| n > max))
+        {
+            return Err(MetaViolation::Mismatch(format!(
+                "value {n} is outside [{}, {}]",
+                self.min.map_or("-inf".into(), |m| m.to_string()),
+                self.max.map_or("inf".into(), |m| m.to_string())
+            )));
         }
         if !self.valid_values.is_empty() && !self.valid_values.contains(&value.to_json()) {
             return Err(MetaViolation::Mismatch(format!("value {value} is not one of the valid values")));

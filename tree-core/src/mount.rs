@@ -87,7 +87,12 @@ mod tests {
     fn table(points: &[&str]) -> MountTable {
         let mut t = MountTable::default();
         for p in points {
-            t.insert(Arc::new(Mount { id: p.to_string(), at: u(p), handler: Arc::new(MemoryHandler::default()), since: Utc::now() }));
+            t.insert(Arc::new(Mount {
+                id: p.to_string(),
+                at: u(p),
+                handler: Arc::new(MemoryHandler::default()),
+                since: Utc::now(),
+            }));
         }
         t
     }

@@ -397,7 +397,12 @@ impl<'a> View<'a> {
                 if old.value.is_none() {
                     return Err(DmtError::not_allowed(path, "an interior node has no value to replace"));
                 }
-                let entry = Entry { value: Some(value.clone()), version: next_version(), modified_ms: now, extra: old.extra.clone() };
+                let entry = Entry {
+                    value: Some(value.clone()),
+                    version: next_version(),
+                    modified_ms: now,
+                    extra: old.extra.clone(),
+                };
                 Ok(vec![Mutation::Put(path.key().into(), entry)])
             }
             Op::SetProps(path, patch) => {
@@ -535,7 +540,8 @@ mod tests {
         write(&m, None, Op::Add(&u("a/b/c"), &leaf(1))).unwrap();
         let before = m.get(None, &u("a")).unwrap().props.version;
         write(&m, None, Op::Replace(&u("a/b/c"), &Value::Int(2))).unwrap();
-        let (a, b, c) = (m.get(None, &u("a")).unwrap(), m.get(None, &u("a/b")).unwrap(), m.get(None, &u("a/b/c")).unwrap());
+        let (a, b, c) =
+            (m.get(None, &u("a")).unwrap(), m.get(None, &u("a/b")).unwrap(), m.get(None, &u("a/b/c")).unwrap());
         assert!(a.props.version > before);
         assert_eq!((a.props.version, b.props.version), (c.props.version, c.props.version));
         assert_eq!(m.get(None, &Uri::root()).unwrap().props.version, c.props.version);

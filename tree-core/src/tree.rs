@@ -177,9 +177,11 @@ impl WriteOp<'_> {
     /// The subtree the operation changes: what an implicit call locks.
     fn scope(&self) -> Uri {
         match self {
-            WriteOp::Put(u, _) | WriteOp::Add(u, ..) | WriteOp::Patch(u, ..) | WriteOp::Delete(u, _) | WriteOp::Exec(u, _) => {
-                (*u).clone()
-            }
+            WriteOp::Put(u, _)
+            | WriteOp::Add(u, ..)
+            | WriteOp::Patch(u, ..)
+            | WriteOp::Delete(u, _)
+            | WriteOp::Exec(u, _) => (*u).clone(),
             WriteOp::Rename(u, _) => u.parent().unwrap_or_default(),
             WriteOp::Copy(from, to) => common_ancestor(from, to),
         }
@@ -356,7 +358,10 @@ impl Tree {
     ) -> BoxFuture<'a, Result<NodeView>> {
         Box::pin(async move {
             if *budget == 0 {
-                return Err(DmtError::limit(&uri, format!("a read returns at most {} nodes; lower depth", self.config.max_read_nodes)));
+                return Err(DmtError::limit(
+                    &uri,
+                    format!("a read returns at most {} nodes; lower depth", self.config.max_read_nodes),
+                ));
             }
             *budget -= 1;
             let (acl, effective_acl) = {
@@ -440,13 +445,26 @@ impl Tree {
     }
 
     /// Adds a child under an existing `parent` (RESTCONF POST).
-    pub async fn add_child(&self, caller: &Caller<'_>, parent: &Uri, name: &str, content: Content, write: Write) -> Result<WriteOutcome> {
+    pub async fn add_child(
+        &self,
+        caller: &Caller<'_>,
+        parent: &Uri,
+        name: &str,
+        content: Content,
+        write: Write,
+    ) -> Result<WriteOutcome> {
         let uri = parent.child(name, self.limits())?;
         self.written(self.write(caller, WriteOp::Add(&uri, content, write)).await?)
     }
 
     /// Sets several leaves under `base`, all or nothing.
-    pub async fn patch(&self, caller: &Caller<'_>, base: &Uri, leaves: Vec<(Uri, Value)>, pre: Precondition) -> Result<WriteOutcome> {
+    pub async fn patch(
+        &self,
+        caller: &Caller<'_>,
+        base: &Uri,
+        leaves: Vec<(Uri, Value)>,
+        pre: Precondition,
+    ) -> Result<WriteOutcome> {
         self.written(self.write(caller, WriteOp::Patch(base, leaves, pre)).await?)
     }
 
@@ -503,12 +521,15 @@ impl Tree {
                 let result = self.run_in(&mut tx, op).await?;
                 self.committed(caller.principal, result).await
             }
-            SessionState::Invalid(why) => Err(DmtError::transaction(&scope, format!("the session was rolled back: {why}"))),
+            SessionState::Invalid(why) => {
+                Err(DmtError::transaction(&scope, format!("the session was rolled back: {why}")))
+            }
             SessionState::Atomic(tx) => match self.run_op(tx, op).await {
                 Ok(r) => Ok(r),
                 Err(e) => {
                     // DMT Admin: a failed atomic session leaves no trace and becomes invalid.
-                    let SessionState::Atomic(tx) = std::mem::replace(&mut *state, SessionState::Invalid(e.to_string())) else {
+                    let SessionState::Atomic(tx) = std::mem::replace(&mut *state, SessionState::Invalid(e.to_string()))
+                    else {
                         unreachable!("matched Atomic above")
                     };
                     self.abort(tx).await;
@@ -631,10 +652,16 @@ impl Tree {
             match (write.content, existing.as_ref().map(|n| n.kind)) {
                 (Some(Content::Leaf(v)), Some(NodeKind::Leaf)) => self.replace_value(tx, uri, v).await?,
                 (Some(Content::Leaf(_)), Some(NodeKind::Interior)) => {
-                    return Err(DmtError::not_allowed(uri, format!("{uri} is an interior node; delete it before giving it a value")));
+                    return Err(DmtError::not_allowed(
+                        uri,
+                        format!("{uri} is an interior node; delete it before giving it a value"),
+                    ));
                 }
                 (Some(Content::Interior(_)), Some(NodeKind::Leaf)) => {
-                    return Err(DmtError::not_allowed(uri, format!("{uri} is a leaf; delete it before giving it children")));
+                    return Err(DmtError::not_allowed(
+                        uri,
+                        format!("{uri} is a leaf; delete it before giving it children"),
+                    ));
                 }
                 (Some(Content::Interior(children)), Some(NodeKind::Interior)) => {
                     for name in self.child_names(&tx.principal, Some(tx.id), uri).await? {
@@ -713,7 +740,11 @@ impl Tree {
             NewNode::Leaf(v) => Some(v.clone()),
             NewNode::Interior => None,
         };
-        mount.handler.add(Self::cx(&tx.principal, Some(tx.id), &mount), &rel, node).await.map_err(|e| e.with_uri(uri))?;
+        mount
+            .handler
+            .add(Self::cx(&tx.principal, Some(tx.id), &mount), &rel, node)
+            .await
+            .map_err(|e| e.with_uri(uri))?;
         tx.touch(&mount);
         tx.record(EventDraft::new(EventKind::Added, uri.clone()).value(value));
         Ok(())
@@ -763,7 +794,8 @@ impl Tree {
         self.require_writable(tx, &mount, uri)?;
         mount.handler.delete(Self::cx(&tx.principal, Some(tx.id), &mount), &rel).await.map_err(|e| e.with_uri(uri))?;
         tx.touch(&mount);
-        let doomed = self.acls.read().entries().into_iter().filter(|(u, _)| uri.is_prefix_of(u)).map(|(u, _)| (u, None));
+        let doomed =
+            self.acls.read().entries().into_iter().filter(|(u, _)| uri.is_prefix_of(u)).map(|(u, _)| (u, None));
         tx.acls.extend(doomed);
         tx.record(EventDraft::new(EventKind::Deleted, uri.clone()));
         Ok(())
@@ -782,7 +814,11 @@ impl Tree {
         if rel.is_root() {
             return Err(DmtError::not_allowed(uri, "a mount point cannot be renamed"));
         }
-        mount.handler.rename(Self::cx(&tx.principal, Some(tx.id), &mount), &rel, new_name).await.map_err(|e| e.with_uri(uri))?;
+        mount
+            .handler
+            .rename(Self::cx(&tx.principal, Some(tx.id), &mount), &rel, new_name)
+            .await
+            .map_err(|e| e.with_uri(uri))?;
         tx.touch(&mount);
         let moved: Vec<_> = self.acls.read().entries().into_iter().filter(|(u, _)| uri.is_prefix_of(u)).collect();
         for (old, acl) in moved {
@@ -816,7 +852,11 @@ impl Tree {
         self.require(&tx.principal, uri, Permission::Exec)?;
         let (mount, rel, meta) = self.meta(&tx.principal, Some(tx.id), uri).await?;
         meta.check_operation(Operation::Exec).map_err(|e| DmtError::meta(uri, e))?;
-        let out = mount.handler.exec(Self::cx(&tx.principal, Some(tx.id), &mount), &rel, data).await.map_err(|e| e.with_uri(uri))?;
+        let out = mount
+            .handler
+            .exec(Self::cx(&tx.principal, Some(tx.id), &mount), &rel, data)
+            .await
+            .map_err(|e| e.with_uri(uri))?;
         tx.record(EventDraft::new(EventKind::Exec, uri.clone()));
         Ok(out)
     }
@@ -824,7 +864,10 @@ impl Tree {
     /// Atomic sessions may only write to handlers that can roll back.
     fn require_writable(&self, tx: &TxState, mount: &Mount, uri: &Uri) -> Result<()> {
         if tx.atomic && !mount.handler.transactional() {
-            return Err(DmtError::unsupported(uri, format!("the {} handler cannot join atomic sessions", mount.handler.kind())));
+            return Err(DmtError::unsupported(
+                uri,
+                format!("the {} handler cannot join atomic sessions", mount.handler.kind()),
+            ));
         }
         Ok(())
     }
@@ -864,7 +907,9 @@ impl Tree {
             idle_timeout: self.config.session_idle_timeout,
         };
         let state = match mode {
-            LockMode::Atomic => SessionState::Atomic(TxState::atomic(self.next_tx(), principal.clone(), info.id.clone())),
+            LockMode::Atomic => {
+                SessionState::Atomic(TxState::atomic(self.next_tx(), principal.clone(), info.id.clone()))
+            }
             _ => SessionState::PerOperation,
         };
         self.sessions.lock().insert(info.id.clone(), Arc::new(Session::new(info.clone(), state, lock)));
@@ -897,7 +942,7 @@ impl Tree {
 
     pub fn sessions(&self) -> Vec<SessionInfo> {
         let mut all: Vec<_> = self.sessions.lock().values().map(|s| s.info.clone()).collect();
-        all.sort_by(|a, b| a.opened.cmp(&b.opened));
+        all.sort_by_key(|s| s.opened);
         all
     }
 
@@ -962,11 +1007,14 @@ impl Tree {
         let now = tokio::time::Instant::now();
         let expired: Vec<Arc<Session>> = {
             let mut sessions = self.sessions.lock();
-            let ids: Vec<String> = sessions.values().filter(|s| s.idle_expired(now)).map(|s| s.info.id.clone()).collect();
+            let ids: Vec<String> =
+                sessions.values().filter(|s| s.idle_expired(now)).map(|s| s.info.id.clone()).collect();
             ids.iter().filter_map(|id| sessions.remove(id)).collect()
         };
         for session in expired {
-            if let SessionState::Atomic(tx) = std::mem::replace(&mut *session.state.lock().await, SessionState::PerOperation) {
+            if let SessionState::Atomic(tx) =
+                std::mem::replace(&mut *session.state.lock().await, SessionState::PerOperation)
+            {
                 self.abort(tx).await;
             }
             tracing::info!(session = %session.info.id, "idle session expired and rolled back");

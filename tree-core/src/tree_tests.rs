@@ -125,14 +125,26 @@ async fn acls_govern_every_operation() {
     let alice = Principal::named("alice");
     let anon = Principal::Anonymous;
     tree.put(&Caller::new(&admin), &u("./sites/a/open"), leaf(1)).await.unwrap();
-    assert_eq!(tree.put(&Caller::new(&alice), &u("./sites/a/open"), leaf(2)).await.unwrap_err().code(), "permission_denied");
-    assert_eq!(tree.put(&Caller::new(&anon), &u("./sites/a/open"), leaf(2)).await.unwrap_err().code(), "authentication_required");
+    assert_eq!(
+        tree.put(&Caller::new(&alice), &u("./sites/a/open"), leaf(2)).await.unwrap_err().code(),
+        "permission_denied"
+    );
+    assert_eq!(
+        tree.put(&Caller::new(&anon), &u("./sites/a/open"), leaf(2)).await.unwrap_err().code(),
+        "authentication_required"
+    );
     assert!(tree.read(&Caller::new(&anon), &u("./sites/a/open"), 0).await.is_ok());
 
-    let secret = Write { acl: Some(Some("Add=admin&Delete=admin&Get=admin&Replace=admin".parse().unwrap())), ..Write::default() };
+    let secret = Write {
+        acl: Some(Some("Add=admin&Delete=admin&Get=admin&Replace=admin".parse().unwrap())),
+        ..Write::default()
+    };
     tree.put(&Caller::new(&admin), &u("./sites/a/secret"), secret).await.unwrap();
     tree.put(&Caller::new(&admin), &u("./sites/a/secret/key"), leaf(7)).await.unwrap();
-    assert_eq!(tree.read(&Caller::new(&alice), &u("./sites/a/secret/key"), 0).await.unwrap_err().code(), "permission_denied");
+    assert_eq!(
+        tree.read(&Caller::new(&alice), &u("./sites/a/secret/key"), 0).await.unwrap_err().code(),
+        "permission_denied"
+    );
     // Listed by name under a readable parent, but not read.
     let listing = tree.read(&Caller::new(&alice), &u("./sites/a"), 1).await.unwrap();
     let hidden = listing.children.unwrap().into_iter().find(|c| c.uri == u("./sites/a/secret")).unwrap();
@@ -143,7 +155,10 @@ async fn acls_govern_every_operation() {
     tree.put(&Caller::new(&admin), &u("./sites/a/team"), grant).await.unwrap();
     tree.put(&Caller::new(&alice), &u("./sites/a/team/x"), leaf(1)).await.unwrap();
     let own = Write { acl: Some(None), ..Write::default() };
-    assert_eq!(tree.put(&Caller::new(&alice), &u("./sites/a/team"), own).await.unwrap_err().code(), "permission_denied");
+    assert_eq!(
+        tree.put(&Caller::new(&alice), &u("./sites/a/team"), own).await.unwrap_err().code(),
+        "permission_denied"
+    );
 
     // Deleting a subtree forgets its ACLs.
     tree.delete(&Caller::new(&admin), &u("./sites/a/secret"), Precondition::default()).await.unwrap();
@@ -171,11 +186,18 @@ async fn conditional_writes_compare_versions() {
     let admin = admin();
     let caller = Caller::new(&admin);
     let v1 = tree.put(&caller, &u("./sites/a/n"), leaf(1)).await.unwrap().version;
-    let stale = Write { precondition: Precondition { if_match: Some(Versions::List(vec![v1 + 100])), if_none_match: None }, ..leaf(2) };
+    let stale = Write {
+        precondition: Precondition { if_match: Some(Versions::List(vec![v1 + 100])), if_none_match: None },
+        ..leaf(2)
+    };
     assert_eq!(tree.put(&caller, &u("./sites/a/n"), stale).await.unwrap_err().code(), "precondition_failed");
-    let fresh = Write { precondition: Precondition { if_match: Some(Versions::List(vec![v1])), if_none_match: None }, ..leaf(2) };
+    let fresh = Write {
+        precondition: Precondition { if_match: Some(Versions::List(vec![v1])), if_none_match: None },
+        ..leaf(2)
+    };
     assert!(tree.put(&caller, &u("./sites/a/n"), fresh).await.unwrap().version > v1);
-    let create_only = Write { precondition: Precondition { if_match: None, if_none_match: Some(Versions::Any) }, ..leaf(3) };
+    let create_only =
+        Write { precondition: Precondition { if_match: None, if_none_match: Some(Versions::Any) }, ..leaf(3) };
     assert_eq!(tree.put(&caller, &u("./sites/a/n"), create_only).await.unwrap_err().code(), "precondition_failed");
 }
 
@@ -250,7 +272,10 @@ async fn overlapping_exclusive_sessions_conflict() {
     let s = tree.open_session(&admin, &u("./sites/a"), LockMode::Exclusive, None).await.unwrap();
     let err = tree.open_session(&admin, &u("./sites"), LockMode::Exclusive, None).await.unwrap_err();
     assert_eq!(err.code(), "concurrent_access");
-    assert_eq!(tree.put(&Caller::new(&admin), &u("./sites/a/x"), leaf(1)).await.unwrap_err().code(), "concurrent_access");
+    assert_eq!(
+        tree.put(&Caller::new(&admin), &u("./sites/a/x"), leaf(1)).await.unwrap_err().code(),
+        "concurrent_access"
+    );
     tree.put(&Caller::new(&admin), &u("./sites/b/x"), leaf(1)).await.unwrap();
     let inside = Caller::new(&admin).in_session(Some(&s.id));
     tree.put(&inside, &u("./sites/a/x"), leaf(1)).await.unwrap();
@@ -276,7 +301,10 @@ async fn subtree_put_rename_copy_and_patch() {
     tree.rename(&caller, &u("./sites/a/t"), "t3").await.unwrap();
     assert_eq!(value(&tree, "./sites/a/t3/p").await, Some(Value::Int(1)));
     assert_eq!(value(&tree, "./sites/a/t2/p").await, Some(Value::Int(1)));
-    let leaves = vec![(Uri::from_key("p"), Value::Int(5)), (Uri::from_key("new\0deep"), Value::from_json(&json!("s"), None).unwrap())];
+    let leaves = vec![
+        (Uri::from_key("p"), Value::Int(5)),
+        (Uri::from_key("new\0deep"), Value::from_json(&json!("s"), None).unwrap()),
+    ];
     tree.patch(&caller, &u("./sites/a/t3"), leaves, Precondition::default()).await.unwrap();
     assert_eq!(value(&tree, "./sites/a/t3/p").await, Some(Value::Int(5)));
     assert_eq!(value(&tree, "./sites/a/t3/new/deep").await, Some(Value::string("s")));

@@ -413,7 +413,8 @@ mod tests {
 
     #[test]
     fn rejects_bad_uris() {
-        for bad in ["", "a", "/a", "./", "./a//b", "./a/", "./..", "./a/../b", "./a/.", r"./a\x", r"./a\", "./a\u{1}b"] {
+        for bad in ["", "a", "/a", "./", "./a//b", "./a/", "./..", "./a/../b", "./a/.", r"./a\x", r"./a\", "./a\u{1}b"]
+        {
             assert!(matches!(p(bad), Err(UriError::Invalid { .. })), "{bad:?} should be invalid");
         }
     }

@@ -172,7 +172,8 @@ impl Value {
                 .map(|j| Value::Json(Box::new(j)))
                 .map_err(|e| ValueError(format!("invalid json: {e}"))),
             Some(f @ (Format::Int | Format::Float | Format::Bool)) => {
-                let json: Json = serde_json::from_str(text).map_err(|_| ValueError(format!("{text:?} is not a valid {f}")))?;
+                let json: Json =
+                    serde_json::from_str(text).map_err(|_| ValueError(format!("{text:?} is not a valid {f}")))?;
                 Value::from_json(&json, Some(f))
             }
             Some(f) => Value::from_json(&Json::String(text.to_owned()), Some(f)),

@@ -59,7 +59,10 @@ pub async fn events(
     let pattern = UriPattern::parse(params.get("uri").unwrap_or("./**"), app.tree.limits())?;
     let resume = match headers.get("last-event-id") {
         Some(v) => Some(
-            v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()).ok_or_else(|| ApiError::param("Last-Event-ID", "not a revision number"))?,
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| ApiError::param("Last-Event-ID", "not a revision number"))?,
         ),
         None => params.number("since")?,
     };
@@ -89,7 +92,8 @@ impl Feed {
             };
             match delivery {
                 Delivery::Event(e) => {
-                    let matches = self.pattern.matches(&e.uri) || e.to.as_ref().is_some_and(|t| self.pattern.matches(t));
+                    let matches =
+                        self.pattern.matches(&e.uri) || e.to.as_ref().is_some_and(|t| self.pattern.matches(t));
                     if !matches || !self.tree.may_read(&self.principal, &e) {
                         continue;
                     }

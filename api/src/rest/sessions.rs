@@ -23,8 +23,14 @@ use crate::state::AppState;
         (status = "4XX", description = "Error", body = ErrorBody),
     )
 )]
-pub async fn open(State(app): State<AppState>, Auth(p): Auth, JsonBody(body): JsonBody<OpenSession>) -> ApiResult<Response> {
-    let body = body.ok_or_else(|| ApiError::InvalidJson("a body is required, e.g. {\"root\": \"./config\", \"lock\": \"atomic\"}".into()))?;
+pub async fn open(
+    State(app): State<AppState>,
+    Auth(p): Auth,
+    JsonBody(body): JsonBody<OpenSession>,
+) -> ApiResult<Response> {
+    let body = body.ok_or_else(|| {
+        ApiError::InvalidJson("a body is required, e.g. {\"root\": \"./config\", \"lock\": \"atomic\"}".into())
+    })?;
     let root = Uri::parse(&body.root, app.tree.limits())?;
     let mode: LockMode = body.lock.parse().map_err(|e: String| ApiError::param("lock", e))?;
     let info = app.tree.open_session(&p, &root, mode, body.lock_timeout_ms.map(Duration::from_millis)).await?;

@@ -4,10 +4,10 @@ use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::time::SystemTime;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use dmtree_core::{Caller, DmtError, NodeView, Uri};
 use serde_json::Value as Json_;
 
@@ -37,13 +37,21 @@ fn path_uri(req: &http::Uri, state: &AppState) -> ApiResult<Uri> {
         (status = "4XX", description = "Error", body = ErrorBody),
     )
 )]
-pub async fn get_node(State(app): State<AppState>, Auth(p): Auth, params: Params, headers: HeaderMap, req: http::Uri) -> ApiResult<Response> {
+pub async fn get_node(
+    State(app): State<AppState>,
+    Auth(p): Auth,
+    params: Params,
+    headers: HeaderMap,
+    req: http::Uri,
+) -> ApiResult<Response> {
     params.allow(&["depth", "props", "fields", "session"])?;
     let uri = path_uri(&req, &app)?;
     let depth = match params.get("depth") {
         None => 1,
         Some("unbounded") => u32::MAX,
-        Some(d) => d.parse().map_err(|_| ApiError::param("depth", format!("{d:?} is not a number or \"unbounded\"")))?,
+        Some(d) => {
+            d.parse().map_err(|_| ApiError::param("depth", format!("{d:?} is not a number or \"unbounded\"")))?
+        }
     };
     let caller = Caller::new(&p).in_session(session_id(&params, &headers));
     let view = app.tree.read(&caller, &uri, depth).await?;
@@ -223,7 +231,13 @@ pub async fn patch_node(
     params(("uri" = String, Path, description = "Node path"), ("session" = Option<String>, Query, description = "Run inside this session")),
     responses((status = 204, description = "Deleted"), (status = "4XX", description = "Error", body = ErrorBody))
 )]
-pub async fn delete_node(State(app): State<AppState>, Auth(p): Auth, params: Params, headers: HeaderMap, req: http::Uri) -> ApiResult<StatusCode> {
+pub async fn delete_node(
+    State(app): State<AppState>,
+    Auth(p): Auth,
+    params: Params,
+    headers: HeaderMap,
+    req: http::Uri,
+) -> ApiResult<StatusCode> {
     params.allow(&["session"])?;
     let uri = path_uri(&req, &app)?;
     let caller = Caller::new(&p).in_session(session_id(&params, &headers));

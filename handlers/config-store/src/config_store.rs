@@ -7,7 +7,9 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use dmtree_core::nodemap::{Mutation, NodeMap, Op, subtree_end};
-use dmtree_core::{DataHandler, DmtError, Meta, NewNode, Node, OpContext, PropsPatch, Result, Scope, TxId, Uri, UriPattern, Value};
+use dmtree_core::{
+    DataHandler, DmtError, Meta, NewNode, Node, OpContext, PropsPatch, Result, Scope, TxId, Uri, UriPattern, Value,
+};
 use futures_util::TryStreamExt;
 use parking_lot::Mutex;
 use sqlx::SqliteConnection;
@@ -39,7 +41,8 @@ impl ConfigStore {
     /// Loads every stored node into memory.
     pub async fn open(state: SqliteState, schema: Vec<SchemaRule>) -> Result<Self, StateError> {
         let nodes = NodeMap::new();
-        let mut rows = sqlx::query("SELECT path, format, value, title, mime, version, modified_ms FROM nodes").fetch(&state.pool);
+        let mut rows =
+            sqlx::query("SELECT path, format, value, title, mime, version, modified_ms FROM nodes").fetch(&state.pool);
         let mut batch = Vec::with_capacity(4096);
         while let Some(row) = rows.try_next().await? {
             match decode(&row) {

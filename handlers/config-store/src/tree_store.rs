@@ -51,7 +51,11 @@ impl TreeStore for SqliteState {
 
     async fn prune_events(&self, up_to: u64) -> Result<()> {
         let mut conn = self.writer.lock().await;
-        sqlx::query("DELETE FROM events WHERE revision <= ?1").bind(up_to as i64).execute(&mut *conn).await.map_err(failure)?;
+        sqlx::query("DELETE FROM events WHERE revision <= ?1")
+            .bind(up_to as i64)
+            .execute(&mut *conn)
+            .await
+            .map_err(failure)?;
         Ok(())
     }
 
@@ -61,7 +65,9 @@ impl TreeStore for SqliteState {
         for (uri, acl) in changes {
             let key = uri.key().as_bytes();
             let query = match acl {
-                Some(acl) => sqlx::query("INSERT OR REPLACE INTO acls (uri, acl) VALUES (?1, ?2)").bind(key).bind(acl.to_string()),
+                Some(acl) => sqlx::query("INSERT OR REPLACE INTO acls (uri, acl) VALUES (?1, ?2)")
+                    .bind(key)
+                    .bind(acl.to_string()),
                 None => sqlx::query("DELETE FROM acls WHERE uri = ?1").bind(key),
             };
             query.execute(&mut *tx).await.map_err(failure)?;
