@@ -110,3 +110,33 @@ async fn first_start_without_tokens_writes_a_private_admin_token() {
     assert_eq!(r.status, 201);
     assert_eq!(server.http().put("/tree/config/y", json!({"value": 1})).await.status, 401);
 }
+
+/// Clients that hang up mid-write must not wedge the store: a write, once
+/// started, runs to commit or rollback whatever its client does.
+#[tokio::test]
+async fn abandoned_requests_leave_the_store_usable() {
+    let server = Server::start(&config_with(""));
+    let admin = server.as_admin();
+    // Each PATCH commits 500 leaves, so hang-ups land inside commits.
+    let mut tasks = Vec::new();
+    for i in 0..60u64 {
+        let leaves: serde_json::Map<_, _> = (0..500).map(|j| (format!("p{i}/n{j}"), json!(j))).collect();
+        let req = admin
+            .request(reqwest::Method::PATCH, "/tree/config/abandoned")
+            .json(&leaves)
+            .timeout(Duration::from_micros(500 + (i % 20) * 1_000));
+        tasks.push(tokio::spawn(req.send()));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    for i in 0..20 {
+        let r = admin.put(&format!("/tree/config/after/n{i}"), json!({"value": i})).await;
+        assert_eq!(r.status, 201, "the store is wedged: {}", r.body);
+    }
+    let listing = admin.get("/tree/config/abandoned?depth=2").await.body;
+    for (name, batch) in listing["children"].as_object().into_iter().flatten() {
+        let n = batch["children"].as_object().map_or(0, |c| c.len());
+        assert_eq!(n, 500, "PATCH {name} was half applied");
+    }
+}

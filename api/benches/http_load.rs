@@ -1,1 +1,387 @@
-fn main() {}
+//! HTTP load benchmark: the real `dmtree serve` against a bare axum server
+//! that serves the same JSON from a HashMap, side by side in one run.
+//! Throughput comes from wrk (closed loop); latency at a fixed rate from a
+//! paced client here, since wrk cannot pace.
+//!
+//! `cargo bench -p dmtree-api --bench http_load` (see BENCHMARKS.md). Knobs:
+//! `BENCH_SECS` (per phase, default 10), `BENCH_CONNS` (default 32),
+//! `BENCH_BIG` (nodes for the tree-size phase, default 1000000; 0 skips it).
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt as _, Full};
+use hyper::Request;
+use parking_lot::RwLock;
+use serde_json::json;
+use tokio::net::TcpStream;
+
+const LEAF: &str = "/tree/config/bench/leaf";
+
+fn main() {
+    if std::env::args().any(|a| a == "--bare-server") {
+        bare_server();
+        return;
+    }
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench -- --list`
+    }
+    // The paced client gets one thread; the servers under test get the machine's threads.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    rt.block_on(run());
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+async fn run() {
+    let secs = Duration::from_secs(env_or("BENCH_SECS", 10));
+    let conns = env_or("BENCH_CONNS", 32) as usize;
+    let big = env_or("BENCH_BIG", 1_000_000);
+    if !wrk_available() {
+        eprintln!("http_load needs wrk (apt-get install wrk)");
+        std::process::exit(2);
+    }
+
+    let server = common::Server::start(&common::config_with("max_body_bytes = 16777216\n"));
+    let admin = server.as_admin();
+    admin.put(LEAF, json!({"value": 42})).await;
+    let body = admin.get(LEAF).await.body;
+    let bare = BareProcess::start(&serde_json::to_vec(&body).expect("json"));
+    println!("# http_load: {} s per phase, {conns} connections, loopback", secs.as_secs());
+    println!("dmtree GET {LEAF}: {body}");
+    let (dm, bare_addr) = (server.base.clone(), bare.base.clone());
+
+    // Warm up, then alternate so drift hits both alike.
+    wrk(&dm, Method::Get, conns, Duration::from_secs(2));
+    wrk(&bare_addr, Method::Get, conns, Duration::from_secs(2));
+    let mut dm_get = Vec::new();
+    let mut bare_get = Vec::new();
+    for _ in 0..3 {
+        bare_get.push(wrk(&bare_addr, Method::Get, conns, secs / 3));
+        dm_get.push(wrk(&dm, Method::Get, conns, secs / 3));
+    }
+    let (dm_get, bare_get) = (Wrk::best(dm_get), Wrk::best(bare_get));
+    println!("\n## GET of a leaf, closed loop (wrk -t1 -c{conns}; best of 3 alternating runs)");
+    println!("{}", Wrk::header());
+    println!("{}", bare_get.row("bare axum + HashMap (baseline)"));
+    println!("{}", dm_get.row("dmtree: routing, auth, ACL, config store"));
+    println!("ratio dmtree/bare throughput: {:.2}", dm_get.rps / bare_get.rps);
+
+    let half = dm_get.rps / 2.0;
+    let target = |base: &str| base.trim_start_matches("http://").to_owned();
+    let bare_open = open_loop(&target(&bare_addr), conns, half, secs).await;
+    let open = open_loop(&target(&dm), conns, half, secs).await;
+    println!("\n## GET at half of dmtree's peak ({half:.0} req/s), paced");
+    println!("{}", Report::header());
+    println!("{}", bare_open.row("bare axum + HashMap (baseline)"));
+    println!("{}", open.row("dmtree"));
+
+    let bare_put = wrk(&bare_addr, Method::Put, conns, secs);
+    let dm_put = wrk(&dm, Method::Put, conns, secs);
+    println!("\n## PUT of a leaf (64 leaves in rotation), closed loop (wrk -t1 -c{conns})");
+    println!("{}", Wrk::header());
+    println!("{}", bare_put.row("bare axum + HashMap (baseline)"));
+    println!("{}", dm_put.row("dmtree: one durable SQLite commit per PUT"));
+    println!("ratio dmtree/bare throughput: {:.2}", dm_put.rps / bare_put.rps);
+
+    if big > 0 {
+        tree_size(&server, &target(&dm), conns, secs, big).await;
+    }
+}
+
+/// GET latency at a fixed rate with 1k nodes, then with `big`; and memory per node.
+async fn tree_size(server: &common::Server, dm: &str, conns: usize, secs: Duration, big: u64) {
+    let admin = server.as_admin();
+    let rate = 5_000.0;
+    bulk_load(&admin, 0, 1_000).await;
+    let nodes = |n: u64| n + n.div_ceil(1000) + 4;
+    let small = open_loop(dm, conns, rate, secs).await;
+    let rss_before = rss_kib(server.pid());
+    let started = Instant::now();
+    bulk_load(&admin, 1_000, big).await;
+    let load_secs = started.elapsed().as_secs_f64();
+    let rss_after = rss_kib(server.pid());
+    let large = open_loop(dm, conns, rate, secs).await;
+    println!("\n## GET latency as the config store grows (paced at {rate:.0} req/s)");
+    println!("{}", Report::header());
+    println!("{}", small.row(&format!("{} nodes", nodes(1_000))));
+    println!("{}", large.row(&format!("{} nodes", nodes(big))));
+    println!(
+        "bulk load of {} leaves by PATCH (20k per call): {load_secs:.1} s ({:.0} nodes/s)",
+        big - 1_000,
+        (big - 1_000) as f64 / load_secs
+    );
+    let added = nodes(big) - nodes(1_000);
+    let per_node = rss_after.saturating_sub(rss_before) as f64 * 1024.0 / added as f64;
+    println!(
+        "server RSS {} MiB -> {} MiB: {per_node:.0} bytes per added config-store node",
+        rss_before / 1024,
+        rss_after / 1024
+    );
+}
+
+/// Leaves `./config/big/b<i/1000>/n<i>` for `i` in `from..to`.
+async fn bulk_load(admin: &common::Http, from: u64, to: u64) {
+    let batch = 20_000u64;
+    for start in (from..to).step_by(batch as usize) {
+        let leaves: serde_json::Map<String, serde_json::Value> =
+            (start..(start + batch).min(to)).map(|i| (format!("b{}/n{i}", i / 1000), json!(i))).collect();
+        let r = admin.patch("/tree/config/big", serde_json::Value::Object(leaves)).await;
+        assert!(r.status == 200, "bulk load failed: {} {}", r.status, r.body);
+    }
+}
+
+fn wrk_available() -> bool {
+    std::process::Command::new("wrk").arg("--version").output().is_ok()
+}
+
+/// One wrk run's summary.
+struct Wrk {
+    rps: f64,
+    p50: String,
+    p99: String,
+    errors: u64,
+}
+
+impl Wrk {
+    fn best(runs: Vec<Wrk>) -> Wrk {
+        runs.into_iter().max_by(|a, b| a.rps.total_cmp(&b.rps)).expect("runs")
+    }
+
+    fn header() -> String {
+        "| server | req/s | p50 | p99 | non-2xx |\n|---|---:|---:|---:|---:|".into()
+    }
+
+    fn row(&self, name: &str) -> String {
+        format!("| {name} | {:.0} | {} | {} | {} |", self.rps, self.p50, self.p99, self.errors)
+    }
+}
+
+/// Runs wrk with one thread; PUTs rotate over 64 leaves.
+fn wrk(base: &str, method: Method, conns: usize, duration: Duration) -> Wrk {
+    let script = std::env::temp_dir().join("dmtree-bench-put.lua");
+    std::fs::write(
+        &script,
+        r#"counter = 0
+request = function()
+  counter = counter + 1
+  local headers = {}
+  for k, v in pairs(wrk.headers) do headers[k] = v end
+  headers["Content-Type"] = "application/json"
+  return wrk.format("PUT", "/tree/config/bench/p" .. (counter % 64), headers, '{"value": ' .. counter .. '}')
+end
+"#,
+    )
+    .expect("lua script");
+    let mut cmd = std::process::Command::new("wrk");
+    cmd.args(["-t1", &format!("-c{conns}"), &format!("-d{}s", duration.as_secs().max(1)), "--latency"])
+        .args(["-H", &format!("Authorization: Bearer {}", common::ADMIN)]);
+    if let Method::Put = method {
+        cmd.arg("-s").arg(&script);
+    }
+    let out = cmd.arg(format!("{base}{LEAF}")).output().expect("run wrk");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |prefix: &str| {
+        text.lines().find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_owned())).unwrap_or_default()
+    };
+    let errors = field("Non-2xx or 3xx responses:").parse().unwrap_or(0);
+    assert_eq!(errors, 0, "wrk saw failed requests; the figures would be meaningless:\n{text}");
+    Wrk { rps: field("Requests/sec:").parse().unwrap_or(0.0), p50: field("50%"), p99: field("99%"), errors }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[derive(Clone, Copy)]
+enum Method {
+    Get,
+    Put,
+}
+
+struct Report {
+    requests: u64,
+    errors: u64,
+    elapsed: Duration,
+    latency: Histogram<u64>,
+}
+
+impl Report {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn header() -> String {
+        "| server | req/s | p50 ms | p99 ms | p99.9 ms | errors |\n|---|---:|---:|---:|---:|---:|".into()
+    }
+
+    fn row(&self, name: &str) -> String {
+        let ms = |q: f64| self.latency.value_at_quantile(q) as f64 / 1000.0;
+        format!(
+            "| {name} | {:.0} | {:.3} | {:.3} | {:.3} | {} |",
+            self.rps(),
+            ms(0.5),
+            ms(0.99),
+            ms(0.999),
+            self.errors
+        )
+    }
+}
+
+type Conn = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+async fn connect(addr: &str) -> Conn {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let (send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
+    tokio::spawn(conn);
+    send
+}
+
+fn get_request(addr: &str) -> Request<Full<Bytes>> {
+    Request::builder()
+        .header(header::HOST, addr)
+        .header(header::AUTHORIZATION, format!("Bearer {}", common::ADMIN))
+        .uri(LEAF)
+        .body(Full::new(Bytes::new()))
+        .expect("request")
+}
+
+/// Sends one request; `true` on a 2xx.
+async fn send(conn: &mut Conn, req: Request<Full<Bytes>>) -> bool {
+    match conn.send_request(req).await {
+        Ok(resp) => {
+            let ok = resp.status().is_success();
+            ok && resp.into_body().collect().await.is_ok()
+        }
+        Err(_) => false,
+    }
+}
+
+/// Requests at a fixed total rate, spread over the connections. Latency is
+/// measured from each request's send time; a connection whose previous answer
+/// is late sends at once (the timer is 1 ms coarse, so sends come in bursts,
+/// which only makes the figures worse).
+async fn open_loop(addr: &str, conns: usize, rate: f64, duration: Duration) -> Report {
+    let per_conn = Duration::from_secs_f64(conns as f64 / rate);
+    let start = tokio::time::Instant::now();
+    let mut tasks = Vec::new();
+    for id in 0..conns {
+        let addr = addr.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = connect(&addr).await;
+            let mut hist = Histogram::<u64>::new(3).expect("histogram");
+            let (mut n, mut errors) = (0u64, 0u64);
+            let offset = per_conn.mul_f64(id as f64 / conns as f64);
+            loop {
+                let due = start + offset + per_conn.mul_f64(n as f64);
+                if due.duration_since(start) >= duration {
+                    break;
+                }
+                tokio::time::sleep_until(due).await;
+                let t = Instant::now();
+                if send(&mut conn, get_request(&addr)).await {
+                    hist.record(t.elapsed().as_micros() as u64).expect("record");
+                } else {
+                    errors += 1;
+                    conn = connect(&addr).await;
+                }
+                n += 1;
+            }
+            (n, errors, hist)
+        }));
+    }
+    let report = collect(tasks, duration).await;
+    assert_eq!(report.errors, 0, "paced requests failed; the figures would be meaningless");
+    Report { elapsed: start.elapsed().max(duration), ..report }
+}
+
+async fn collect(tasks: Vec<tokio::task::JoinHandle<(u64, u64, Histogram<u64>)>>, elapsed: Duration) -> Report {
+    let mut latency = Histogram::new(3).expect("histogram");
+    let (mut requests, mut errors) = (0, 0);
+    for t in tasks {
+        let (n, e, h) = t.await.expect("load task");
+        requests += n - e;
+        errors += e;
+        latency.add(&h).expect("merge");
+    }
+    Report { requests, errors, elapsed, latency }
+}
+
+/// The baseline, in its own process like dmtree: the same JSON from a HashMap.
+struct BareProcess {
+    child: std::process::Child,
+    base: String,
+}
+
+impl BareProcess {
+    fn start(body: &[u8]) -> Self {
+        use std::io::{BufRead, Write};
+        let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
+            .arg("--bare-server")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn bare server");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(body).expect("send body");
+        drop(stdin);
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("addr");
+        BareProcess { child, base: format!("http://{}", line.trim()) }
+    }
+}
+
+impl Drop for BareProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+type Store = Arc<RwLock<HashMap<String, Bytes>>>;
+
+fn bare_server() {
+    use std::io::Read;
+    let mut body = Vec::new();
+    std::io::stdin().read_to_end(&mut body).expect("body");
+    let store: Store = Arc::new(RwLock::new(HashMap::from([(LEAF.to_owned(), Bytes::from(body))])));
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async move {
+        let app = Router::new().route("/tree/{*path}", axum::routing::get(bare_get).put(bare_put)).with_state(store);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        println!("{}", listener.local_addr().expect("addr"));
+        axum::serve(listener, app).await.expect("serve");
+    });
+}
+
+async fn bare_get(State(store): State<Store>, uri: axum::http::Uri) -> impl IntoResponse {
+    match store.read().get(uri.path()) {
+        Some(b) => ([(header::CONTENT_TYPE, "application/json")], b.clone()).into_response(),
+        None => axum::http::StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+async fn bare_put(State(store): State<Store>, uri: axum::http::Uri, body: Bytes) -> impl IntoResponse {
+    store.write().insert(uri.path().to_owned(), body);
+    axum::http::StatusCode::OK
+}

@@ -25,22 +25,27 @@ pub fn generate_token() -> String {
     format!("dmt_{}", URL_SAFE_NO_PAD.encode(bytes))
 }
 
+/// Principals by token digest (binary, so a lookup does not hex-encode).
 #[derive(Default)]
 pub struct Tokens {
-    by_hash: HashMap<String, Principal>,
+    by_hash: HashMap<[u8; 32], Principal>,
 }
 
 impl Tokens {
     pub fn principal(&self, token: &str) -> Option<&Principal> {
-        self.by_hash.get(&hash_token(token))
+        self.by_hash.get(&<[u8; 32]>::from(Sha256::digest(token.as_bytes())))
     }
 
     pub fn is_empty(&self) -> bool {
         self.by_hash.is_empty()
     }
 
-    fn insert(&mut self, hash: &str, principal: &str) {
-        self.by_hash.insert(hash.to_ascii_lowercase(), Principal::named(principal));
+    fn insert(&mut self, hash: &str, principal: &str) -> anyhow::Result<()> {
+        let mut digest = [0u8; 32];
+        hex::decode_to_slice(hash, &mut digest)
+            .map_err(|e| anyhow::anyhow!("token hash for {principal} is not 64 hex digits: {e}"))?;
+        self.by_hash.insert(digest, Principal::named(principal));
+        Ok(())
     }
 }
 
@@ -49,10 +54,10 @@ impl Tokens {
 pub async fn bootstrap(state: &SqliteState, config: &AuthConfig, data_dir: &Path) -> anyhow::Result<Tokens> {
     let mut tokens = Tokens::default();
     for t in &config.tokens {
-        tokens.insert(&t.sha256, &t.principal);
+        tokens.insert(&t.sha256, &t.principal)?;
     }
     for t in state.tokens().await? {
-        tokens.insert(&t.hash, &t.principal);
+        tokens.insert(&t.hash, &t.principal)?;
     }
     if tokens.is_empty() {
         let token = generate_token();
@@ -60,7 +65,7 @@ pub async fn bootstrap(state: &SqliteState, config: &AuthConfig, data_dir: &Path
             TokenRecord { hash: hash_token(&token), principal: "admin".into(), label: Some("bootstrap".into()) };
         let path = write_token_file(data_dir, &token)?;
         state.add_token(&record, chrono::Utc::now().timestamp_millis()).await?;
-        tokens.insert(&record.hash, &record.principal);
+        tokens.insert(&record.hash, &record.principal)?;
         tracing::warn!(path = %path.display(), "no tokens were configured: created an admin token, readable by its owner only");
     }
     Ok(tokens)

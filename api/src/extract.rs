@@ -98,6 +98,21 @@ impl Params {
     }
 }
 
+/// The request headers a read looks at, without cloning the whole header map.
+pub struct ReadHeaders {
+    pub session: Option<String>,
+    pub if_none_match: Option<http::HeaderValue>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ReadHeaders {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let session = parts.headers.get("dmtree-session").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        Ok(ReadHeaders { session, if_none_match: parts.headers.get(header::IF_NONE_MATCH).cloned() })
+    }
+}
+
 /// The session a call runs in: `?session=` or the `Dmtree-Session` header.
 pub fn session_id<'a>(params: &'a Params, headers: &'a HeaderMap) -> Option<&'a str> {
     params.get("session").or_else(|| headers.get("dmtree-session").and_then(|v| v.to_str().ok()))

@@ -12,7 +12,7 @@ use crate::auth;
 use crate::config::{HandlerKind, ServerConfig};
 use crate::metrics::Metrics;
 use crate::rest;
-use crate::state::AppState;
+use crate::state::{App, AppState};
 use crate::system;
 
 pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
@@ -21,12 +21,12 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", app.config.listen))?;
     tracing::info!(addr = %listener.local_addr()?, data = %app.config.data_dir.display(), "dmtree listening");
-    let shutdown = app.shutdown.clone();
+    let state = app.clone();
     axum::serve(listener, rest::router(app))
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             // Ends open event streams, so graceful shutdown can finish.
-            shutdown.send_replace(true);
+            state.shutdown.send_replace(true);
         })
         .await?;
     tracing::info!("dmtree stopped");
@@ -56,13 +56,7 @@ pub async fn build(config: ServerConfig) -> anyhow::Result<AppState> {
     let metrics = Arc::new(Metrics::default());
     let (started, started_at) = (Instant::now(), chrono::Utc::now());
     system::mount(&tree, metrics.clone(), started, started_at)?;
-    Ok(AppState {
-        tree,
-        tokens: Arc::new(tokens),
-        metrics,
-        config: Arc::new(config),
-        shutdown: Arc::new(tokio::sync::watch::channel(false).0),
-    })
+    Ok(AppState::new(App { tree, tokens, metrics, config, shutdown: tokio::sync::watch::channel(false).0 }))
 }
 
 fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {

@@ -1,18 +1,36 @@
 //! What every request handler shares.
 
-use dmtree_core::Tree;
+use std::ops::Deref;
 use std::sync::Arc;
+
+use dmtree_core::Tree;
 
 use crate::auth::Tokens;
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 
-#[derive(Clone)]
-pub struct AppState {
+pub struct App {
     pub tree: Arc<Tree>,
-    pub tokens: Arc<Tokens>,
+    pub tokens: Tokens,
     pub metrics: Arc<Metrics>,
-    pub config: Arc<ServerConfig>,
+    pub config: ServerConfig,
     /// Flips to `true` when the server shuts down; long-lived streams end.
-    pub shutdown: Arc<tokio::sync::watch::Sender<bool>>,
+    pub shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+/// Cheap to clone: extractors clone it on every request.
+#[derive(Clone)]
+pub struct AppState(Arc<App>);
+
+impl AppState {
+    pub fn new(app: App) -> Self {
+        AppState(Arc::new(app))
+    }
+}
+
+impl Deref for AppState {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.0
+    }
 }

@@ -205,6 +205,21 @@ impl AclTable {
         node.acl.clone()
     }
 
+    /// The node's own ACL and the one that governs it, in one walk.
+    pub fn own_and_effective(&self, uri: &Uri) -> (Option<Arc<Acl>>, Arc<Acl>) {
+        let mut node = Some(&self.root);
+        let mut effective = self.root.acl.as_ref();
+        for seg in uri.segments() {
+            node = node.and_then(|n| n.children.get(seg));
+            match node {
+                Some(n) => effective = n.acl.as_ref().or(effective),
+                None => break,
+            }
+        }
+        let own = node.and_then(|n| n.acl.clone());
+        (own, effective.cloned().unwrap_or_else(|| Arc::new(Acl::default())))
+    }
+
     /// The ACL that governs `uri`: its own, or its nearest ancestor's.
     pub fn effective(&self, uri: &Uri) -> Arc<Acl> {
         let mut node = &self.root;
@@ -394,6 +409,9 @@ mod tests {
             }
             let expected = (0..=probe.len()).rev().find_map(|n| model.get(&probe[..n])).unwrap();
             prop_assert_eq!(&*table.effective(&uri_of(&probe)), expected);
+            let (own, effective) = table.own_and_effective(&uri_of(&probe));
+            prop_assert_eq!(&*effective, expected);
+            prop_assert_eq!(own.as_deref(), model.get(&probe[..]));
             let principal = if who == "*" { Principal::Anonymous } else { Principal::named(&who) };
             for perm in Permission::ALL {
                 prop_assert_eq!(table.permits(&uri_of(&probe), &principal, perm), expected.permits(&principal, perm));

@@ -162,18 +162,18 @@ pub struct NodeView {
     pub children: Option<Vec<NodeView>>,
 }
 
-/// A write, with absolute URIs.
-enum WriteOp<'a> {
-    Put(&'a Uri, Write),
-    Add(&'a Uri, Content, Write),
-    Patch(&'a Uri, Vec<(Uri, Value)>, Precondition),
-    Delete(&'a Uri, Precondition),
-    Rename(&'a Uri, &'a str),
-    Copy(&'a Uri, &'a Uri),
-    Exec(&'a Uri, Option<Json>),
+/// A write, with absolute URIs. Owned, because it runs in its own task.
+enum WriteOp {
+    Put(Uri, Write),
+    Add(Uri, Content, Write),
+    Patch(Uri, Vec<(Uri, Value)>, Precondition),
+    Delete(Uri, Precondition),
+    Rename(Uri, String),
+    Copy(Uri, Uri),
+    Exec(Uri, Option<Json>),
 }
 
-impl WriteOp<'_> {
+impl WriteOp {
     /// The subtree the operation changes: what an implicit call locks.
     fn scope(&self) -> Uri {
         match self {
@@ -181,7 +181,7 @@ impl WriteOp<'_> {
             | WriteOp::Add(u, ..)
             | WriteOp::Patch(u, ..)
             | WriteOp::Delete(u, _)
-            | WriteOp::Exec(u, _) => (*u).clone(),
+            | WriteOp::Exec(u, _) => u.clone(),
             WriteOp::Rename(u, _) => u.parent().unwrap_or_default(),
             WriteOp::Copy(from, to) => common_ancestor(from, to),
         }
@@ -330,9 +330,12 @@ impl Tree {
     /// Reads a node and, for interior nodes, its children to `depth` levels.
     pub async fn read(&self, caller: &Caller<'_>, uri: &Uri, depth: u32) -> Result<NodeView> {
         let tx = self.read_context(caller, uri).await?;
-        self.require(caller.principal, uri, Permission::Get)?;
         let mut budget = self.config.max_read_nodes;
-        self.read_view(caller.principal, tx, uri.clone(), depth, &mut budget).await
+        let view = self.read_view(caller.principal, tx, uri.clone(), depth, &mut budget).await?;
+        if view.node.is_none() {
+            return Err(DmtError::denied(uri, caller.principal, Permission::Get));
+        }
+        Ok(view)
     }
 
     /// The transaction a read sees: the caller's atomic session's, if any.
@@ -364,10 +367,7 @@ impl Tree {
                 ));
             }
             *budget -= 1;
-            let (acl, effective_acl) = {
-                let acls = self.acls.read();
-                (acls.own(&uri), acls.effective(&uri))
-            };
+            let (acl, effective_acl) = self.acls.read().own_and_effective(&uri);
             if !effective_acl.permits(principal, Permission::Get) {
                 return Ok(NodeView { uri, node: None, acl, effective_acl, children: None });
             }
@@ -440,13 +440,13 @@ impl Tree {
     // ---- writes ----
 
     /// Creates or replaces a node (RESTCONF PUT). Missing ancestors are created.
-    pub async fn put(&self, caller: &Caller<'_>, uri: &Uri, write: Write) -> Result<WriteOutcome> {
-        self.written(self.write(caller, WriteOp::Put(uri, write)).await?)
+    pub async fn put(self: &Arc<Self>, caller: &Caller<'_>, uri: &Uri, write: Write) -> Result<WriteOutcome> {
+        self.written(self.write(caller, WriteOp::Put(uri.clone(), write)).await?)
     }
 
     /// Adds a child under an existing `parent` (RESTCONF POST).
     pub async fn add_child(
-        &self,
+        self: &Arc<Self>,
         caller: &Caller<'_>,
         parent: &Uri,
         name: &str,
@@ -454,34 +454,34 @@ impl Tree {
         write: Write,
     ) -> Result<WriteOutcome> {
         let uri = parent.child(name, self.limits())?;
-        self.written(self.write(caller, WriteOp::Add(&uri, content, write)).await?)
+        self.written(self.write(caller, WriteOp::Add(uri, content, write)).await?)
     }
 
     /// Sets several leaves under `base`, all or nothing.
     pub async fn patch(
-        &self,
+        self: &Arc<Self>,
         caller: &Caller<'_>,
         base: &Uri,
         leaves: Vec<(Uri, Value)>,
         pre: Precondition,
     ) -> Result<WriteOutcome> {
-        self.written(self.write(caller, WriteOp::Patch(base, leaves, pre)).await?)
+        self.written(self.write(caller, WriteOp::Patch(base.clone(), leaves, pre)).await?)
     }
 
-    pub async fn delete(&self, caller: &Caller<'_>, uri: &Uri, pre: Precondition) -> Result<()> {
-        self.write(caller, WriteOp::Delete(uri, pre)).await.map(drop)
+    pub async fn delete(self: &Arc<Self>, caller: &Caller<'_>, uri: &Uri, pre: Precondition) -> Result<()> {
+        self.write(caller, WriteOp::Delete(uri.clone(), pre)).await.map(drop)
     }
 
-    pub async fn rename(&self, caller: &Caller<'_>, uri: &Uri, new_name: &str) -> Result<WriteOutcome> {
-        self.written(self.write(caller, WriteOp::Rename(uri, new_name)).await?)
+    pub async fn rename(self: &Arc<Self>, caller: &Caller<'_>, uri: &Uri, new_name: &str) -> Result<WriteOutcome> {
+        self.written(self.write(caller, WriteOp::Rename(uri.clone(), new_name.to_owned())).await?)
     }
 
-    pub async fn copy(&self, caller: &Caller<'_>, from: &Uri, to: &Uri) -> Result<WriteOutcome> {
-        self.written(self.write(caller, WriteOp::Copy(from, to)).await?)
+    pub async fn copy(self: &Arc<Self>, caller: &Caller<'_>, from: &Uri, to: &Uri) -> Result<WriteOutcome> {
+        self.written(self.write(caller, WriteOp::Copy(from.clone(), to.clone())).await?)
     }
 
-    pub async fn exec(&self, caller: &Caller<'_>, uri: &Uri, data: Option<Json>) -> Result<Json> {
-        match self.write(caller, WriteOp::Exec(uri, data)).await? {
+    pub async fn exec(self: &Arc<Self>, caller: &Caller<'_>, uri: &Uri, data: Option<Json>) -> Result<Json> {
+        match self.write(caller, WriteOp::Exec(uri.clone(), data)).await? {
             OpResult::Exec(out) => Ok(out),
             OpResult::Written(_) => Err(DmtError::transaction(uri, "exec produced no result")),
         }
@@ -498,8 +498,21 @@ impl Tree {
         TxId(self.next_tx.fetch_add(1, Ordering::Relaxed))
     }
 
+    /// Runs a write to completion in its own task, even if the caller goes
+    /// away: a transaction cut off between prepare and commit would leave a
+    /// handler holding its store.
+    async fn write(self: &Arc<Self>, caller: &Caller<'_>, op: WriteOp) -> Result<OpResult> {
+        let tree = self.clone();
+        let principal = caller.principal.clone();
+        let session = caller.session.map(str::to_owned);
+        finish(tokio::spawn(async move {
+            tree.write_now(&Caller::new(&principal).in_session(session.as_deref()), op).await
+        }))
+        .await
+    }
+
     /// Runs a write in the caller's session, or in its own locked transaction.
-    async fn write(&self, caller: &Caller<'_>, op: WriteOp<'_>) -> Result<OpResult> {
+    async fn write_now(&self, caller: &Caller<'_>, op: WriteOp) -> Result<OpResult> {
         let scope = op.scope();
         let Some(id) = caller.session else {
             let _lock = self.locks.acquire(&scope, true, self.config.lock_timeout).await?;
@@ -551,7 +564,7 @@ impl Tree {
     }
 
     /// One operation as its own transaction: commit on success, roll back on error.
-    async fn run_in(&self, tx: &mut TxState, op: WriteOp<'_>) -> Result<OpResult> {
+    async fn run_in(&self, tx: &mut TxState, op: WriteOp) -> Result<OpResult> {
         match self.run_op(tx, op).await {
             Ok(r) => {
                 let tx = std::mem::replace(tx, TxState::new(TxId(0), Principal::Anonymous, None));
@@ -601,41 +614,41 @@ impl Tree {
         }
     }
 
-    async fn run_op(&self, tx: &mut TxState, op: WriteOp<'_>) -> Result<OpResult> {
+    async fn run_op(&self, tx: &mut TxState, op: WriteOp) -> Result<OpResult> {
         match op {
-            WriteOp::Put(uri, write) => self.op_put(tx, uri, write).await.map(OpResult::Written),
+            WriteOp::Put(uri, write) => self.op_put(tx, &uri, write).await.map(OpResult::Written),
             WriteOp::Add(uri, content, write) => {
-                let parent = uri.parent().ok_or_else(|| DmtError::exists(uri))?;
+                let parent = uri.parent().ok_or_else(|| DmtError::exists(&uri))?;
                 if self.lookup(&tx.principal, Some(tx.id), &parent).await?.is_none() {
                     return Err(DmtError::not_found(&parent));
                 }
-                if self.lookup(&tx.principal, Some(tx.id), uri).await?.is_some() {
-                    return Err(DmtError::exists(uri));
+                if self.lookup(&tx.principal, Some(tx.id), &uri).await?.is_some() {
+                    return Err(DmtError::exists(&uri));
                 }
                 let write = Write { content: Some(content), ..write };
-                self.op_put(tx, uri, write).await.map(OpResult::Written)
+                self.op_put(tx, &uri, write).await.map(OpResult::Written)
             }
             WriteOp::Patch(base, leaves, pre) => {
-                let node = self.lookup(&tx.principal, Some(tx.id), base).await?;
-                pre.check(base, node.as_ref())?;
+                let node = self.lookup(&tx.principal, Some(tx.id), &base).await?;
+                pre.check(&base, node.as_ref())?;
                 for (rel, value) in leaves {
                     let uri = base.join_uri(&rel, self.limits())?;
                     self.op_put(tx, &uri, Write { content: Some(Content::Leaf(value)), ..Write::default() }).await?;
                 }
-                self.outcome(tx, base, node.is_none()).await.map(OpResult::Written)
+                self.outcome(tx, &base, node.is_none()).await.map(OpResult::Written)
             }
             WriteOp::Delete(uri, pre) => {
-                let node = self.lookup(&tx.principal, Some(tx.id), uri).await?;
-                pre.check(uri, node.as_ref())?;
+                let node = self.lookup(&tx.principal, Some(tx.id), &uri).await?;
+                pre.check(&uri, node.as_ref())?;
                 if node.is_none() {
-                    return Err(DmtError::not_found(uri));
+                    return Err(DmtError::not_found(&uri));
                 }
-                self.delete_node(tx, uri).await?;
-                Ok(OpResult::Written(WriteOutcome { uri: uri.clone(), created: false, version: 0 }))
+                self.delete_node(tx, &uri).await?;
+                Ok(OpResult::Written(WriteOutcome { uri, created: false, version: 0 }))
             }
-            WriteOp::Rename(uri, name) => self.op_rename(tx, uri, name).await.map(OpResult::Written),
-            WriteOp::Copy(from, to) => self.op_copy(tx, from, to).await.map(OpResult::Written),
-            WriteOp::Exec(uri, data) => self.op_exec(tx, uri, data).await.map(OpResult::Exec),
+            WriteOp::Rename(uri, name) => self.op_rename(tx, &uri, &name).await.map(OpResult::Written),
+            WriteOp::Copy(from, to) => self.op_copy(tx, &from, &to).await.map(OpResult::Written),
+            WriteOp::Exec(uri, data) => self.op_exec(tx, &uri, data).await.map(OpResult::Exec),
         }
     }
 
@@ -947,7 +960,12 @@ impl Tree {
     }
 
     /// Commits an atomic session's transaction; the session stays open with a fresh one.
-    pub async fn commit(&self, principal: &Principal, id: &str) -> Result<()> {
+    pub async fn commit(self: &Arc<Self>, principal: &Principal, id: &str) -> Result<()> {
+        let (tree, principal, id) = (self.clone(), principal.clone(), id.to_owned());
+        finish(tokio::spawn(async move { tree.commit_now(&principal, &id).await })).await
+    }
+
+    async fn commit_now(&self, principal: &Principal, id: &str) -> Result<()> {
         let session = self.session(principal, id)?;
         let mut state = session.state.lock().await;
         let fresh = SessionState::Atomic(TxState::atomic(self.next_tx(), principal.clone(), id.to_owned()));
@@ -971,7 +989,12 @@ impl Tree {
     }
 
     /// Rolls back an atomic session's transaction; the session stays open and valid.
-    pub async fn rollback(&self, principal: &Principal, id: &str) -> Result<()> {
+    pub async fn rollback(self: &Arc<Self>, principal: &Principal, id: &str) -> Result<()> {
+        let (tree, principal, id) = (self.clone(), principal.clone(), id.to_owned());
+        finish(tokio::spawn(async move { tree.rollback_now(&principal, &id).await })).await
+    }
+
+    async fn rollback_now(&self, principal: &Principal, id: &str) -> Result<()> {
         let session = self.session(principal, id)?;
         let mut state = session.state.lock().await;
         let fresh = SessionState::Atomic(TxState::atomic(self.next_tx(), principal.clone(), id.to_owned()));
@@ -989,7 +1012,12 @@ impl Tree {
     }
 
     /// Closes a session. As in DMT Admin, closing an atomic session commits it.
-    pub async fn close(&self, principal: &Principal, id: &str) -> Result<()> {
+    pub async fn close(self: &Arc<Self>, principal: &Principal, id: &str) -> Result<()> {
+        let (tree, principal, id) = (self.clone(), principal.clone(), id.to_owned());
+        finish(tokio::spawn(async move { tree.close_now(&principal, &id).await })).await
+    }
+
+    async fn close_now(&self, principal: &Principal, id: &str) -> Result<()> {
         let session = self.session(principal, id)?;
         let result = match std::mem::replace(&mut *session.state.lock().await, SessionState::PerOperation) {
             SessionState::Atomic(tx) => self.commit_tx(tx).await,
@@ -1021,6 +1049,14 @@ impl Tree {
             self.log.publish(vec![self.session_event(EventKind::SessionClosed, &session.info)]);
         }
     }
+}
+
+/// Awaits work that must not be cut off by its caller going away.
+async fn finish<T>(task: tokio::task::JoinHandle<Result<T>>) -> Result<T> {
+    task.await.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "transaction task failed");
+        Err(DmtError::transaction(&Uri::root(), "the transaction failed inside the server"))
+    })
 }
 
 async fn reap_idle_sessions(tree: std::sync::Weak<Tree>) {

@@ -287,12 +287,18 @@ impl Uri {
             if i >= limits.max_segments {
                 return Err(UriError::too_long(path, format!("more than {} segments", limits.max_segments)));
             }
-            let seg = percent_decode(raw).ok_or_else(|| UriError::invalid(path, "bad percent-encoding"))?;
-            validate_segment(path, &seg, limits)?;
+            let decoded;
+            let seg = if raw.contains('%') {
+                decoded = percent_decode(raw).ok_or_else(|| UriError::invalid(path, "bad percent-encoding"))?;
+                decoded.as_str()
+            } else {
+                raw
+            };
+            validate_segment(path, seg, limits)?;
             if i > 0 {
                 key.push(SEP);
             }
-            key.push_str(&seg);
+            key.push_str(seg);
         }
         Ok(Self { key })
     }
@@ -353,12 +359,14 @@ impl fmt::Display for Uri {
         f.write_str(".")?;
         for s in self.segments() {
             f.write_str("/")?;
-            for c in s.chars() {
-                if c == '/' || c == '\\' {
-                    f.write_str("\\")?;
-                }
-                fmt::Write::write_char(f, c)?;
+            let mut rest = s;
+            while let Some(i) = rest.find(['/', '\\']) {
+                f.write_str(&rest[..i])?;
+                f.write_str("\\")?;
+                f.write_str(&rest[i..i + 1])?;
+                rest = &rest[i + 1..];
             }
+            f.write_str(rest)?;
         }
         Ok(())
     }

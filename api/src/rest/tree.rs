@@ -12,7 +12,7 @@ use dmtree_core::{Caller, DmtError, NodeView, Uri};
 use serde_json::Value as Json_;
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{Auth, JsonBody, Params, precondition, session_id, tree_uri};
+use crate::extract::{Auth, JsonBody, Params, ReadHeaders, precondition, session_id, tree_uri};
 use crate::json::{CopyBody, ExecJson, NodeBody, NodeJson, RenameBody, WriteJson, parse_fields, patch_leaves};
 use crate::state::AppState;
 
@@ -41,7 +41,7 @@ pub async fn get_node(
     State(app): State<AppState>,
     Auth(p): Auth,
     params: Params,
-    headers: HeaderMap,
+    headers: ReadHeaders,
     req: http::Uri,
 ) -> ApiResult<Response> {
     params.allow(&["depth", "props", "fields", "session"])?;
@@ -53,7 +53,7 @@ pub async fn get_node(
             d.parse().map_err(|_| ApiError::param("depth", format!("{d:?} is not a number or \"unbounded\"")))?
         }
     };
-    let caller = Caller::new(&p).in_session(session_id(&params, &headers));
+    let caller = Caller::new(&p).in_session(params.get("session").or(headers.session.as_deref()));
     let view = app.tree.read(&caller, &uri, depth).await?;
     let mut json = NodeJson::from_view(&view, params.flag("props")?);
     if let Some(fields) = params.get("fields") {
@@ -61,7 +61,7 @@ pub async fn get_node(
     }
     let body = serde_json::to_vec(&json).map_err(|e| ApiError::Internal(e.to_string()))?;
     let etag = etag(&view, &body);
-    let mut resp = if if_none_match(&headers, &etag) {
+    let mut resp = if headers.if_none_match.as_ref().is_some_and(|v| if_none_match(v, &etag)) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         ([(header::CONTENT_TYPE, "application/json")], body).into_response()
@@ -82,8 +82,8 @@ fn etag(view: &NodeView, body: &[u8]) -> String {
     }
 }
 
-fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
-    let Some(value) = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) else { return false };
+fn if_none_match(value: &HeaderValue, etag: &str) -> bool {
+    let Ok(value) = value.to_str() else { return false };
     let opaque = |t: &str| t.trim().trim_start_matches("W/").to_owned();
     value.trim() == "*" || value.split(',').any(|t| opaque(t) == opaque(etag))
 }
