@@ -9,6 +9,7 @@
 pub mod acl;
 pub mod error;
 pub mod event;
+pub mod fanout;
 pub mod handler;
 pub mod lock;
 pub mod memory;
@@ -27,6 +28,7 @@ pub mod value;
 pub use acl::{Acl, Permission, Principal};
 pub use error::{DmtError, Result};
 pub use event::{Delivery, Event, EventCursor, EventDraft, EventKind, EventLog, EventLogConfig};
+pub use fanout::{Feed, FeedStats, Filter};
 pub use handler::{ChangeSink, DataHandler, OpContext, TxId};
 pub use memory::MemoryHandler;
 pub use meta::{Meta, NodeKind, Operation, Scope};

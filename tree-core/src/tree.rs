@@ -17,6 +17,7 @@ use serde_json::Value as Json;
 use crate::acl::{Acl, AclTable, Permission, Principal};
 use crate::error::{DmtError, Result};
 use crate::event::{Event, EventDraft, EventKind, EventLog, EventLogConfig};
+use crate::fanout::FanOut;
 use crate::handler::{ChangeSink, DataHandler, OpContext, TxId};
 use crate::lock::LockTable;
 use crate::meta::{Meta, NodeKind, Operation};
@@ -215,6 +216,7 @@ pub struct Tree {
     log: Arc<EventLog>,
     store: Arc<dyn TreeStore>,
     next_tx: AtomicU64,
+    fanout: FanOut,
 }
 
 impl Tree {
@@ -241,8 +243,11 @@ impl Tree {
             log,
             store,
             next_tx: AtomicU64::new(1),
+            fanout: FanOut::default(),
         });
         tokio::spawn(reap_idle_sessions(Arc::downgrade(&tree)));
+        let cursor = tree.log.cursor(tree.log.head());
+        tokio::spawn(crate::fanout::dispatch_loop(Arc::downgrade(&tree), cursor));
         Ok(tree)
     }
 
@@ -256,6 +261,10 @@ impl Tree {
 
     pub fn events(&self) -> &Arc<EventLog> {
         &self.log
+    }
+
+    pub(crate) fn fanout(&self) -> &FanOut {
+        &self.fanout
     }
 
     // ---- mounts ----

@@ -328,3 +328,98 @@ async fn unmount_removes_the_subtree() {
     assert_eq!(value(&tree, "./sites/a/x").await, None);
     assert!(tree.unmount(&u("./sites/a")).is_err());
 }
+
+mod fanout {
+    use super::*;
+    use crate::fanout::Filter;
+    use crate::pattern::UriPattern;
+
+    fn filter(p: &str) -> Filter {
+        Filter::new(UriPattern::parse(p, &UriLimits::default()).unwrap())
+    }
+
+    async fn next_event(feed: &mut crate::fanout::Feed) -> Arc<Event> {
+        match tokio::time::timeout(Duration::from_secs(5), feed.next()).await.expect("no event within 5 s") {
+            Some(Delivery::Event(e)) => e,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_feed_overflows_then_catches_up_without_loss() {
+        let tree = tree().await;
+        let admin = admin();
+        let mut slow = tree.subscribe(admin.clone(), filter("./sites/a/**"), tree.events().head(), 4);
+        for i in 0..200 {
+            tree.put(&Caller::new(&admin), &u(&format!("./sites/a/n{}", i % 7)), leaf(i)).await.unwrap();
+        }
+        let mut values = Vec::new();
+        let mut last = 0;
+        while values.len() < 200 {
+            let e = next_event(&mut slow).await;
+            assert!(e.revision > last, "revisions increase");
+            last = e.revision;
+            // (The fixture's own mount events may also fall in the window.)
+            if e.uri.to_string().starts_with("./sites/a/n") {
+                values.push(e.value.clone().unwrap());
+            }
+        }
+        assert_eq!(values, (0..200).map(|i| serde_json::json!(i)).collect::<Vec<_>>());
+        assert!(slow.stats().overflowed.load(std::sync::atomic::Ordering::Relaxed) > 0, "the buffer of 4 overflowed");
+    }
+
+    #[tokio::test]
+    async fn feeds_see_only_what_their_principal_may_read_at_delivery() {
+        let tree = tree().await;
+        let admin = admin();
+        let alice = Principal::named("alice");
+        let private =
+            Write { acl: Some(Some("Add=admin&Get=admin&Replace=admin".parse().unwrap())), ..Write::default() };
+        tree.put(&Caller::new(&admin), &u("./sites/a/private"), private).await.unwrap();
+        let mut feed = tree.subscribe(alice, filter("./sites/a/**"), tree.events().head(), 64);
+        tree.put(&Caller::new(&admin), &u("./sites/a/private/x"), leaf(1)).await.unwrap();
+        tree.put(&Caller::new(&admin), &u("./sites/a/public"), leaf(2)).await.unwrap();
+        assert_eq!(next_event(&mut feed).await.uri, u("./sites/a/public"));
+    }
+
+    #[tokio::test]
+    async fn replay_from_history_then_live_and_sampling() {
+        let tree = tree().await;
+        let admin = admin();
+        let start = tree.events().head();
+        for i in 0..3 {
+            tree.put(&Caller::new(&admin), &u("./sites/a/s"), leaf(i)).await.unwrap();
+        }
+        let mut feed = tree.subscribe(admin.clone(), filter("./sites/a/s"), start, 16);
+        for i in 0..3 {
+            assert_eq!(next_event(&mut feed).await.value, Some(serde_json::json!(i)));
+        }
+        tree.put(&Caller::new(&admin), &u("./sites/a/s"), leaf(3)).await.unwrap();
+        assert_eq!(next_event(&mut feed).await.value, Some(serde_json::json!(3)));
+
+        let sampled = Filter { sample: Some(Duration::from_millis(200)), ..filter("./sites/a/*") };
+        let mut sampled = tree.subscribe(admin.clone(), sampled, tree.events().head(), 64);
+        for i in 10..20 {
+            tree.put(&Caller::new(&admin), &u("./sites/a/s"), leaf(i)).await.unwrap();
+            tree.put(&Caller::new(&admin), &u("./sites/a/t"), leaf(i)).await.unwrap();
+        }
+        let first = next_event(&mut sampled).await;
+        let second = next_event(&mut sampled).await;
+        assert_eq!((first.uri.to_string(), first.value.clone()), ("./sites/a/s".into(), Some(serde_json::json!(19))));
+        assert_eq!((second.uri.to_string(), second.value.clone()), ("./sites/a/t".into(), Some(serde_json::json!(19))));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), sampled.next()).await.is_err(),
+            "one event per node per interval"
+        );
+    }
+
+    #[tokio::test]
+    async fn dropping_a_feed_unsubscribes() {
+        let tree = tree().await;
+        let before = tree.subscription_count();
+        let feed = tree.subscribe(admin(), filter("./**"), 0, 8);
+        assert_eq!(tree.subscription_count(), before + 1);
+        drop(feed);
+        assert_eq!(tree.subscription_count(), before);
+    }
+}
