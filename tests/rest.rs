@@ -482,7 +482,7 @@ async fn self_describing_subtrees_health_and_metrics() {
     assert_eq!(mounts["children"]["scratch"]["children"]["uri"]["value"], "./scratch");
     let root = anon.get("/tree").await.body;
     let names: Vec<_> = root["children"].as_object().unwrap().keys().cloned().collect();
-    assert_eq!(names, ["config", "mounts", "scratch", "sessions", "system"]);
+    assert_eq!(names, ["config", "mounts", "scratch", "sessions", "subscriptions", "system"]);
     let metrics = reqwest::get(SERVER.url("/metrics")).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("dmtree_http_requests_total{method=\"GET\",class=\"2xx\"}"), "{metrics}");
     assert!(metrics.contains("dmtree_http_request_duration_seconds_bucket"));

@@ -20,6 +20,8 @@ pub struct ServerConfig {
     pub tree: TreeConfig,
     pub config_store: ConfigStoreConfig,
     pub auth: AuthConfig,
+    /// Subscriptions and their transports (AMQP, XMPP).
+    pub push: crate::push::PushConfig,
     /// Extra handlers to mount at start-up.
     pub mounts: Vec<MountConfig>,
 }
@@ -35,6 +37,7 @@ impl Default for ServerConfig {
             tree: TreeConfig::default(),
             config_store: ConfigStoreConfig::default(),
             auth: AuthConfig::default(),
+            push: crate::push::PushConfig::default(),
             mounts: Vec::new(),
         }
     }

@@ -9,6 +9,7 @@ pub mod extract;
 pub mod json;
 pub mod metrics;
 pub mod openapi;
+pub mod push;
 pub mod rest;
 pub mod server;
 pub mod sse;

@@ -6,11 +6,13 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use dmtree_config_store::{ConfigStore, SchemaRule, SqliteState};
-use dmtree_core::{Acl, MemoryHandler, Tree};
+use dmtree_core::{Acl, MemoryHandler, Tree, Uri};
 
 use crate::auth;
 use crate::config::{HandlerKind, ServerConfig};
 use crate::metrics::Metrics;
+use crate::push::Push;
+use crate::push::handler::SubscriptionsHandler;
 use crate::rest;
 use crate::state::{App, AppState};
 use crate::system;
@@ -46,17 +48,22 @@ pub async fn build(config: ServerConfig) -> anyhow::Result<AppState> {
         .iter()
         .filter_map(|r| Some(SchemaRule { pattern: r.pattern.strip_base(mount)?, meta: r.meta.clone() }))
         .collect();
-    tree.mount("config", mount.clone(), Arc::new(ConfigStore::open(state, schema).await?))?;
+    tree.mount("config", mount.clone(), Arc::new(ConfigStore::open(state.clone(), schema).await?))?;
     for m in &config.mounts {
         let handler = match m.handler {
             HandlerKind::Memory => Arc::new(MemoryHandler::default()),
         };
         tree.mount(&m.id, m.at.clone(), handler)?;
     }
+    let push = Push::start(tree.clone(), state.clone(), config.push.clone()).await?;
+    let subscriptions = Uri::root().join_name("subscriptions");
+    tree.mount("subscriptions", subscriptions.clone(), Arc::new(SubscriptionsHandler::new(Arc::downgrade(&push))))?;
+    // Any authenticated principal may subscribe; the handler lets only owners cancel.
+    tree.ensure_acl(&subscriptions, "Add=*&Delete=*&Get=*&Replace=admin&Exec=admin".parse()?).await?;
     let metrics = Arc::new(Metrics::default());
     let (started, started_at) = (Instant::now(), chrono::Utc::now());
     system::mount(&tree, metrics.clone(), started, started_at)?;
-    Ok(AppState::new(App { tree, tokens, metrics, config, shutdown: tokio::sync::watch::channel(false).0 }))
+    Ok(AppState::new(App { tree, tokens, metrics, config, push, shutdown: tokio::sync::watch::channel(false).0 }))
 }
 
 fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {

@@ -14,6 +14,7 @@ pub struct App {
     pub tokens: Tokens,
     pub metrics: Arc<Metrics>,
     pub config: ServerConfig,
+    pub push: Arc<crate::push::Push>,
     /// Flips to `true` when the server shuts down; long-lived streams end.
     pub shutdown: tokio::sync::watch::Sender<bool>,
 }

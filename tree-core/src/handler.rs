@@ -73,6 +73,13 @@ pub trait DataHandler: Send + Sync + 'static {
         Err(not_allowed(path, "exec"))
     }
 
+    /// Creates a child of `parent` from a representation (RESTCONF POST to a
+    /// collection), returning its name; `None` when the handler has no such
+    /// collection there and the caller should add the node generically.
+    async fn create(&self, _cx: OpContext<'_>, _parent: &Uri, _request: &Json) -> Result<Option<String>> {
+        Ok(None)
+    }
+
     /// Whether writes may join atomic sessions (the hooks below are then honoured).
     fn transactional(&self) -> bool {
         false

@@ -35,7 +35,7 @@ pub use meta::{Meta, NodeKind, Operation, Scope};
 pub use node::{NewNode, Node, Props, PropsPatch};
 pub use pattern::UriPattern;
 pub use session::{LockMode, SessionInfo};
-pub use snapshot::SnapshotHandler;
+pub use snapshot::{SnapshotHandler, json_children, json_node};
 pub use store::{MemoryTreeStore, TreeStore};
 pub use tree::{Caller, Content, NodeView, Precondition, Tree, TreeConfig, Versions, Write, WriteOutcome};
 pub use uri::{Uri, UriError, UriLimits};

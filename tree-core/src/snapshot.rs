@@ -1,6 +1,7 @@
-//! A read-only handler over a JSON snapshot taken per request: objects are
-//! interior nodes, everything else a leaf. Self-describing subtrees
-//! (`./mounts`, `./sessions`, `./system`) are a closure each.
+//! Read-only subtrees computed from JSON: objects are interior nodes,
+//! everything else a leaf. Self-describing subtrees (`./mounts`,
+//! `./sessions`, `./system`) are a closure each; handlers with their own
+//! state can answer reads with [`json_node`] and [`json_children`].
 
 use async_trait::async_trait;
 use serde_json::Value as Json;
@@ -20,17 +21,33 @@ impl<F: Fn() -> Json + Send + Sync + 'static> SnapshotHandler<F> {
     pub fn new(kind: &'static str, snapshot: F) -> Self {
         Self { kind, snapshot }
     }
+}
 
-    fn lookup(&self, path: &Uri) -> Result<Json> {
-        let mut cur = (self.snapshot)();
-        for seg in path.segments() {
-            cur = match cur {
-                Json::Object(mut map) => map.remove(seg).ok_or_else(|| DmtError::not_found(path))?,
-                _ => return Err(DmtError::not_found(path)),
-            };
-        }
-        Ok(cur)
+fn lookup(root: Json, path: &Uri) -> Result<Json> {
+    let mut cur = root;
+    for seg in path.segments() {
+        cur = match cur {
+            Json::Object(mut map) => map.remove(seg).ok_or_else(|| DmtError::not_found(path))?,
+            _ => return Err(DmtError::not_found(path)),
+        };
     }
+    Ok(cur)
+}
+
+/// The node at `path` inside a JSON document.
+pub fn json_node(root: Json, path: &Uri) -> Result<Node> {
+    Ok(match lookup(root, path)? {
+        Json::Object(_) => Node::interior(),
+        leaf => Node::leaf(Value::from_json(&leaf, None).map_err(|e| DmtError::invalid_data(path, e.0))?),
+    })
+}
+
+/// The child names of the node at `path` inside a JSON document.
+pub fn json_children(root: Json, path: &Uri) -> Result<Vec<String>> {
+    Ok(match lookup(root, path)? {
+        Json::Object(map) => map.keys().cloned().collect(),
+        _ => Vec::new(),
+    })
 }
 
 #[async_trait]
@@ -40,16 +57,10 @@ impl<F: Fn() -> Json + Send + Sync + 'static> DataHandler for SnapshotHandler<F>
     }
 
     async fn get(&self, _cx: OpContext<'_>, path: &Uri) -> Result<Node> {
-        Ok(match self.lookup(path)? {
-            Json::Object(_) => Node::interior(),
-            leaf => Node::leaf(Value::from_json(&leaf, None).map_err(|e| DmtError::invalid_data(path, e.0))?),
-        })
+        json_node((self.snapshot)(), path)
     }
 
     async fn children(&self, _cx: OpContext<'_>, path: &Uri) -> Result<Vec<String>> {
-        Ok(match self.lookup(path)? {
-            Json::Object(map) => map.keys().cloned().collect(),
-            _ => Vec::new(),
-        })
+        json_children((self.snapshot)(), path)
     }
 }

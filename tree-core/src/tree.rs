@@ -172,6 +172,7 @@ enum WriteOp {
     Rename(Uri, String),
     Copy(Uri, Uri),
     Exec(Uri, Option<Json>),
+    Create(Uri, Json),
 }
 
 impl WriteOp {
@@ -182,7 +183,8 @@ impl WriteOp {
             | WriteOp::Add(u, ..)
             | WriteOp::Patch(u, ..)
             | WriteOp::Delete(u, _)
-            | WriteOp::Exec(u, _) => u.clone(),
+            | WriteOp::Exec(u, _)
+            | WriteOp::Create(u, _) => u.clone(),
             WriteOp::Rename(u, _) => u.parent().unwrap_or_default(),
             WriteOp::Copy(from, to) => common_ancestor(from, to),
         }
@@ -197,6 +199,8 @@ fn common_ancestor(a: &Uri, b: &Uri) -> Uri {
 enum OpResult {
     Written(WriteOutcome),
     Exec(Json),
+    /// The handler has no collection at the parent: add generically.
+    NotCreated,
 }
 
 /// Where a URI lives.
@@ -332,6 +336,23 @@ impl Tree {
         let acls = self.acls.read();
         acls.permits(&event.uri, principal, Permission::Get)
             && event.to.as_ref().is_none_or(|to| acls.permits(to, principal, Permission::Get))
+    }
+
+    /// Whether `principal` may read the node at `base` or anything below it
+    /// (some ACL below may grant what `base`'s does not).
+    pub fn may_read_anywhere_below(&self, principal: &Principal, base: &Uri) -> bool {
+        let acls = self.acls.read();
+        acls.permits(base, principal, Permission::Get)
+            || acls.entries().iter().any(|(u, acl)| base.is_prefix_of(u) && acl.permits(principal, Permission::Get))
+    }
+
+    /// Sets a built-in subtree's ACL unless one was set already (start-up only; no caller checks).
+    pub async fn ensure_acl(&self, uri: &Uri, acl: Acl) -> Result<()> {
+        if self.acls.read().own(uri).is_some() {
+            return Ok(());
+        }
+        self.store.save_acls(&[(uri.clone(), Some(acl.clone()))]).await?;
+        self.acls.write().set(uri, Some(acl)).map_err(|e| DmtError::from_acl(uri, e))
     }
 
     // ---- reads ----
@@ -492,14 +513,28 @@ impl Tree {
     pub async fn exec(self: &Arc<Self>, caller: &Caller<'_>, uri: &Uri, data: Option<Json>) -> Result<Json> {
         match self.write(caller, WriteOp::Exec(uri.clone(), data)).await? {
             OpResult::Exec(out) => Ok(out),
-            OpResult::Written(_) => Err(DmtError::transaction(uri, "exec produced no result")),
+            _ => Err(DmtError::transaction(uri, "exec produced no result")),
+        }
+    }
+
+    /// Creates a child of `parent` from a representation, if its handler keeps
+    /// such a collection there; `None` means "add it as an ordinary node".
+    pub async fn create(
+        self: &Arc<Self>,
+        caller: &Caller<'_>,
+        parent: &Uri,
+        request: Json,
+    ) -> Result<Option<WriteOutcome>> {
+        match self.write(caller, WriteOp::Create(parent.clone(), request)).await? {
+            OpResult::Written(w) => Ok(Some(w)),
+            _ => Ok(None),
         }
     }
 
     fn written(&self, r: OpResult) -> Result<WriteOutcome> {
         match r {
             OpResult::Written(w) => Ok(w),
-            OpResult::Exec(_) => Err(DmtError::transaction(&Uri::root(), "unexpected exec result")),
+            _ => Err(DmtError::transaction(&Uri::root(), "the operation produced no node")),
         }
     }
 
@@ -658,7 +693,21 @@ impl Tree {
             WriteOp::Rename(uri, name) => self.op_rename(tx, &uri, &name).await.map(OpResult::Written),
             WriteOp::Copy(from, to) => self.op_copy(tx, &from, &to).await.map(OpResult::Written),
             WriteOp::Exec(uri, data) => self.op_exec(tx, &uri, data).await.map(OpResult::Exec),
+            WriteOp::Create(parent, request) => self.op_create(tx, &parent, &request).await,
         }
+    }
+
+    async fn op_create(&self, tx: &mut TxState, parent: &Uri, request: &Json) -> Result<OpResult> {
+        self.require(&tx.principal, parent, Permission::Add)?;
+        let Route::Mounted(mount, rel) = self.route(parent) else { return Ok(OpResult::NotCreated) };
+        let cx = Self::cx(&tx.principal, Some(tx.id), &mount);
+        let Some(name) = mount.handler.create(cx, &rel, request).await.map_err(|e| e.with_uri(parent))? else {
+            return Ok(OpResult::NotCreated);
+        };
+        let uri = parent.join_name(&name);
+        tx.touch(&mount);
+        tx.record(EventDraft::new(EventKind::Added, uri.clone()));
+        Ok(OpResult::Written(WriteOutcome { uri, created: true, version: 0 }))
     }
 
     async fn outcome(&self, tx: &TxState, uri: &Uri, created: bool) -> Result<WriteOutcome> {

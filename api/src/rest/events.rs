@@ -1,19 +1,22 @@
-//! `GET /events`: the event log as Server-Sent Events, replayed from a
-//! revision and then live, filtered by pattern and by the caller's Get right.
+//! `GET /events`: events as Server-Sent Events, replayed from a revision and
+//! then live, filtered by pattern and by the reader's Get right. With
+//! `subscription=ID` the stream serves that `sse` subscription and advances
+//! its stored position; otherwise it is an ad-hoc subscription for this
+//! connection only. Both go through the tree's fan-out.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use dmtree_core::{Delivery, EventCursor, Principal, Tree, UriPattern};
+use dmtree_core::{Delivery, Feed, Filter, UriPattern};
 use futures::Stream;
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Auth, Params};
+use crate::push::Attached;
 use crate::state::AppState;
 
 /// Counts an open stream for as long as it lives.
@@ -25,23 +28,23 @@ impl Drop for Subscribed {
     }
 }
 
-struct Feed {
-    cursor: EventCursor,
-    tree: Arc<Tree>,
-    pattern: UriPattern,
-    principal: Principal,
+struct Stream_ {
+    feed: Feed,
+    attached: Option<Attached>,
     shutdown: tokio::sync::watch::Receiver<bool>,
     _subscribed: Subscribed,
 }
 
 /// Stream events as SSE: `id` is the revision, `event` the kind, `data` the event JSON.
-/// Resumes after `Last-Event-ID` (or `since`); without either, starts live. When
-/// events are no longer retained, an `event: gap` names the missing revisions.
+/// Resumes after `Last-Event-ID` (or `since`); without either, starts live (or, for a
+/// subscription, where it last stopped). When events are no longer retained, an
+/// `event: gap` names the missing revisions.
 #[utoipa::path(
     get, path = "/events", tag = "events",
     params(
         ("uri" = Option<String>, Query, description = "URI pattern: `*` is one segment, a final `**` a subtree (default `./**`)"),
         ("since" = Option<u64>, Query, description = "Deliver events after this revision"),
+        ("subscription" = Option<String>, Query, description = "Serve this `sse` subscription (its pattern, kinds, sampling and stored position)"),
         ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this revision (wins over `since`)"),
     ),
     responses(
@@ -55,8 +58,7 @@ pub async fn events(
     params: Params,
     headers: HeaderMap,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
-    params.allow(&["uri", "since"])?;
-    let pattern = UriPattern::parse(params.get("uri").unwrap_or("./**"), app.tree.limits())?;
+    params.allow(&["uri", "since", "subscription"])?;
     let resume = match headers.get("last-event-id") {
         Some(v) => Some(
             v.to_str()
@@ -66,45 +68,56 @@ pub async fn events(
         ),
         None => params.number("since")?,
     };
-    let since = resume.unwrap_or_else(|| app.tree.events().head());
+    let buffer = app.config.push.buffer;
+    let (feed, attached) = match params.get("subscription") {
+        Some(id) => {
+            if params.get("uri").is_some() {
+                return Err(ApiError::param("uri", "a subscription brings its own pattern"));
+            }
+            let attached = app.push.attach(id, &principal)?;
+            let sub = attached.subscription();
+            let since = resume.unwrap_or_else(|| sub.position());
+            (app.tree.subscribe(sub.spec.principal(), sub.spec.filter(), since, buffer), Some(attached))
+        }
+        None => {
+            let pattern = UriPattern::parse(params.get("uri").unwrap_or("./**"), app.tree.limits())?;
+            let since = resume.unwrap_or_else(|| app.tree.events().head());
+            (app.tree.subscribe(principal, Filter::new(pattern), since, buffer), None)
+        }
+    };
     app.metrics.sse_subscribers.inc();
-    let feed = Feed {
-        cursor: app.tree.events().cursor(since),
-        tree: app.tree.clone(),
-        pattern,
-        principal,
+    let stream = Stream_ {
+        feed,
+        attached,
         shutdown: app.shutdown.subscribe(),
         _subscribed: Subscribed(app.metrics.sse_subscribers.clone()),
     };
-    let stream = futures::stream::unfold(feed, |mut feed| async move {
-        let next = feed.next_event().await?;
-        Some((Ok(next), feed))
+    let stream = futures::stream::unfold(stream, |mut s| async move {
+        let next = s.next_event().await?;
+        Some((Ok(next), s))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
-impl Feed {
+impl Stream_ {
     async fn next_event(&mut self) -> Option<SseEvent> {
-        loop {
-            let delivery = tokio::select! {
-                d = self.cursor.next() => d?,
-                _ = self.shutdown.wait_for(|stop| *stop) => return None,
-            };
-            match delivery {
-                Delivery::Event(e) => {
-                    let matches =
-                        self.pattern.matches(&e.uri) || e.to.as_ref().is_some_and(|t| self.pattern.matches(t));
-                    if !matches || !self.tree.may_read(&self.principal, &e) {
-                        continue;
-                    }
-                    let data = serde_json::to_string(&*e).unwrap_or_default();
-                    return Some(SseEvent::default().id(e.revision.to_string()).event(e.kind.as_str()).data(data));
-                }
-                Delivery::Gap { from, to } => {
-                    let data = serde_json::json!({ "from": from, "to": to }).to_string();
-                    return Some(SseEvent::default().id(to.to_string()).event("gap").data(data));
-                }
+        let delivery = tokio::select! {
+            d = self.feed.next() => d?,
+            _ = self.shutdown.wait_for(|stop| *stop) => return None,
+        };
+        let (revision, event) = match delivery {
+            Delivery::Event(e) => {
+                let data = serde_json::to_string(&*e).unwrap_or_default();
+                (e.revision, SseEvent::default().id(e.revision.to_string()).event(e.kind.as_str()).data(data))
             }
+            Delivery::Gap { from, to } => {
+                let data = serde_json::json!({ "from": from, "to": to }).to_string();
+                (to, SseEvent::default().id(to.to_string()).event("gap").data(data))
+            }
+        };
+        if let Some(a) = &self.attached {
+            a.subscription().confirm(revision);
         }
+        Some(event)
     }
 }

@@ -178,6 +178,10 @@ pub async fn post_node(
     let decode = |e: serde_json::Error| ApiError::InvalidJson(e.to_string());
     let out = match params.get("action") {
         None => {
+            // A handler with a collection here (e.g. ./subscriptions) takes the representation as is.
+            if let Some(out) = app.tree.create(&caller, &uri, body.clone()).await? {
+                return Ok(written(StatusCode::CREATED, &out));
+            }
             let body: NodeBody = serde_json::from_value(body).map_err(decode)?;
             let name = match &body.name {
                 Some(n) => n.clone(),

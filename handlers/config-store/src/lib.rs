@@ -3,13 +3,15 @@
 //! - [`ConfigStore`], the built-in read-write handler (usually at `./config`),
 //!   served from memory and written through to SQLite;
 //! - the tree's event journal and ACLs ([`SqliteState`] implements `TreeStore`);
-//! - bearer-token hashes ([`TokenRecord`]).
+//! - bearer-token hashes ([`TokenRecord`]);
+//! - push subscriptions and their delivery positions ([`StoredSubscription`]).
 //!
 //! All writes go through one connection, so SQLite never has two writers to
 //! arbitrate; reads at start-up and journal replays use a small pool.
 
 mod codec;
 mod config_store;
+mod subscriptions;
 mod tokens;
 mod tree_store;
 
@@ -22,6 +24,7 @@ use sqlx::{ConnectOptions, SqliteConnection, SqlitePool};
 use tokio::sync::Mutex;
 
 pub use config_store::{ConfigStore, SchemaRule};
+pub use subscriptions::StoredSubscription;
 pub use tokens::TokenRecord;
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,116 @@
+//! Delivering one subscription over a transport: publish ahead within a
+//! window, advance the position as the transport confirms, and after any
+//! failure reconnect with backoff and resume from the last confirmed
+//! revision. Delivery is therefore at-least-once, and consumers de-duplicate
+//! by the revision every message carries.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dmtree_core::{Delivery, Tree};
+use serde_json::json;
+
+use super::Subscription;
+
+/// Resolves once the transport has accepted the message (a broker confirm, an XEP-0198 ack).
+pub type Receipt = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+#[async_trait]
+pub trait Sink: Send {
+    /// Hands a message to the transport; the receipt says when it was accepted.
+    async fn send(&mut self, revision: u64, body: Vec<u8>, routing: &str) -> Result<Receipt, String>;
+}
+
+/// Opens a fresh sink (a channel, a stream) for a subscription.
+#[async_trait]
+pub trait Connector: Send + Sync {
+    async fn open(&self, sub: &Subscription) -> Result<Box<dyn Sink>, String>;
+}
+
+/// The JSON a consumer receives: the event, and the subscription it is for.
+pub fn message<'a>(sub_id: &str, delivery: &'a Delivery) -> (u64, Vec<u8>, Option<&'a dmtree_core::Uri>) {
+    match delivery {
+        Delivery::Event(e) => {
+            let mut body = serde_json::to_value(&**e).unwrap_or_default();
+            body["subscription"] = json!(sub_id);
+            (e.revision, body.to_string().into_bytes(), Some(&e.uri))
+        }
+        Delivery::Gap { from, to } => {
+            let body = json!({ "kind": "gap", "from": from, "to": to, "subscription": sub_id });
+            (*to, body.to_string().into_bytes(), None)
+        }
+    }
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Runs until the subscription is cancelled.
+pub async fn run(tree: Arc<Tree>, sub: Arc<Subscription>, connector: Arc<dyn Connector>, buffer: usize, window: usize) {
+    let mut cancel = sub.cancelled();
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        if *cancel.borrow() {
+            return;
+        }
+        sub.set_state("connecting");
+        let opened = tokio::select! {
+            _ = cancel.changed() => return,
+            s = connector.open(&sub) => s,
+        };
+        let error = match opened {
+            Ok(mut sink) => {
+                sub.set_state("connected");
+                backoff = FIRST_BACKOFF;
+                let mut feed = tree.subscribe(sub.spec.principal(), sub.spec.filter(), sub.position(), buffer);
+                tokio::select! {
+                    _ = cancel.changed() => return,
+                    e = pump(&mut feed, sink.as_mut(), &sub, window) => e,
+                }
+            }
+            Err(e) => e,
+        };
+        tracing::warn!(subscription = %sub.spec.id, error = %error, retry_ms = backoff.as_millis() as u64, "push transport failed; will resume");
+        sub.set_state(&format!("retrying: {error}"));
+        tokio::select! {
+            _ = cancel.changed() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Publishes ahead of confirmations, up to `window` messages in flight; returns the failure.
+async fn pump(feed: &mut dmtree_core::Feed, sink: &mut dyn Sink, sub: &Subscription, window: usize) -> String {
+    let mut in_flight: VecDeque<(u64, Receipt)> = VecDeque::with_capacity(window);
+    loop {
+        sub.set_pending(feed.pending() + in_flight.len());
+        tokio::select! {
+            biased;
+            accepted = async { (&mut in_flight.front_mut().expect("guarded").1).await }, if !in_flight.is_empty() => {
+                if let Err(e) = accepted {
+                    return e;
+                }
+                if let Some((revision, _)) = in_flight.pop_front() {
+                    sub.confirm(revision);
+                }
+            }
+            delivery = feed.next(), if in_flight.len() < window => {
+                let Some(delivery) = delivery else { return "the event log closed".into() };
+                if let Delivery::Gap { from, to } = &delivery {
+                    sub.lost(to - from + 1);
+                }
+                let (revision, body, uri) = message(&sub.spec.id, &delivery);
+                let routing = uri.map(super::spec::routing_key).unwrap_or_default();
+                match sink.send(revision, body, &routing).await {
+                    Ok(receipt) => in_flight.push_back((revision, receipt)),
+                    Err(e) => return e,
+                }
+            }
+        }
+    }
+}
