@@ -95,7 +95,8 @@ impl Server {
         if let Some(c) = &self.config {
             cmd.arg("--config").arg(c);
         }
-        cmd.env("DMTREE_LOG", "info").stderr(Stdio::piped()).stdout(Stdio::null());
+        let filter = std::env::var("DMTREE_TEST_LOG_FILTER").unwrap_or_else(|_| "info".into());
+        cmd.env("DMTREE_LOG", filter).stderr(Stdio::piped()).stdout(Stdio::null());
         let mut child = spawn_tied(cmd);
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel();

@@ -34,13 +34,16 @@ pub struct PushConfig {
     pub buffer: usize,
     /// Messages a subscription may have unconfirmed by its transport.
     pub window: usize,
+    /// A message unconfirmed this long is taken as lost: the transport is
+    /// reopened and delivery resumes from the last confirmed revision.
+    pub ack_timeout_ms: u64,
     pub amqp: Option<amqp::AmqpConfig>,
     pub xmpp: Option<xmpp::XmppConfig>,
 }
 
 impl Default for PushConfig {
     fn default() -> Self {
-        Self { buffer: 4096, window: 1024, amqp: None, xmpp: None }
+        Self { buffer: 4096, window: 1024, ack_timeout_ms: 10_000, amqp: None, xmpp: None }
     }
 }
 
@@ -152,7 +155,8 @@ impl Push {
     /// Restores stored subscriptions and starts their delivery.
     pub async fn start(tree: Arc<Tree>, state: SqliteState, config: PushConfig) -> anyhow::Result<Arc<Self>> {
         let amqp = config.amqp.clone().map(|c| Arc::new(amqp::AmqpConnector::new(c)));
-        let xmpp = config.xmpp.clone().map(|c| Arc::new(xmpp::XmppLink::start(c)));
+        let ack_timeout = Duration::from_millis(config.ack_timeout_ms);
+        let xmpp = config.xmpp.clone().map(|c| Arc::new(xmpp::XmppLink::start(c, ack_timeout)));
         let push = Arc::new(Self { tree, state, config, subs: RwLock::default(), amqp, xmpp });
         for stored in push.state.subscriptions().await? {
             match serde_json::from_str::<SubscriptionSpec>(&stored.spec) {
@@ -209,8 +213,12 @@ impl Push {
                 None => return sub.set_state("error: XMPP is not configured"),
             },
         };
-        let (buffer, window) = (self.config.buffer, self.config.window);
-        tokio::spawn(worker::run(self.tree.clone(), sub, connector, buffer, window));
+        let limits = worker::Limits {
+            buffer: self.config.buffer,
+            window: self.config.window,
+            ack_timeout: Duration::from_millis(self.config.ack_timeout_ms),
+        };
+        tokio::spawn(worker::run(self.tree.clone(), sub, connector, limits));
     }
 
     /// Cancels a subscription: only its owner (or `admin`) may.

@@ -49,8 +49,19 @@ pub fn message<'a>(sub_id: &str, delivery: &'a Delivery) -> (u64, Vec<u8>, Optio
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// How a worker paces itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Live buffer of the subscription's feed.
+    pub buffer: usize,
+    /// Messages in flight, unconfirmed.
+    pub window: usize,
+    /// A message not confirmed within this long counts as lost: reconnect and replay.
+    pub ack_timeout: Duration,
+}
+
 /// Runs until the subscription is cancelled.
-pub async fn run(tree: Arc<Tree>, sub: Arc<Subscription>, connector: Arc<dyn Connector>, buffer: usize, window: usize) {
+pub async fn run(tree: Arc<Tree>, sub: Arc<Subscription>, connector: Arc<dyn Connector>, limits: Limits) {
     let mut cancel = sub.cancelled();
     let mut backoff = FIRST_BACKOFF;
     loop {
@@ -66,10 +77,10 @@ pub async fn run(tree: Arc<Tree>, sub: Arc<Subscription>, connector: Arc<dyn Con
             Ok(mut sink) => {
                 sub.set_state("connected");
                 backoff = FIRST_BACKOFF;
-                let mut feed = tree.subscribe(sub.spec.principal(), sub.spec.filter(), sub.position(), buffer);
+                let mut feed = tree.subscribe(sub.spec.principal(), sub.spec.filter(), sub.position(), limits.buffer);
                 tokio::select! {
                     _ = cancel.changed() => return,
-                    e = pump(&mut feed, sink.as_mut(), &sub, window) => e,
+                    e = pump(&mut feed, sink.as_mut(), &sub, limits) => e,
                 }
             }
             Err(e) => e,
@@ -84,22 +95,33 @@ pub async fn run(tree: Arc<Tree>, sub: Arc<Subscription>, connector: Arc<dyn Con
     }
 }
 
+struct InFlight {
+    revision: u64,
+    deadline: tokio::time::Instant,
+    receipt: Receipt,
+}
+
 /// Publishes ahead of confirmations, up to `window` messages in flight; returns the failure.
-async fn pump(feed: &mut dmtree_core::Feed, sink: &mut dyn Sink, sub: &Subscription, window: usize) -> String {
-    let mut in_flight: VecDeque<(u64, Receipt)> = VecDeque::with_capacity(window);
+async fn pump(feed: &mut dmtree_core::Feed, sink: &mut dyn Sink, sub: &Subscription, limits: Limits) -> String {
+    let mut in_flight: VecDeque<InFlight> = VecDeque::with_capacity(limits.window);
     loop {
         sub.set_pending(feed.pending() + in_flight.len());
         tokio::select! {
             biased;
-            accepted = async { (&mut in_flight.front_mut().expect("guarded").1).await }, if !in_flight.is_empty() => {
-                if let Err(e) = accepted {
-                    return e;
+            accepted = async {
+                let front = in_flight.front_mut().expect("guarded");
+                tokio::time::timeout_at(front.deadline, &mut front.receipt).await
+            }, if !in_flight.is_empty() => {
+                match accepted {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return e,
+                    Err(_) => return format!("no confirmation within {} ms", limits.ack_timeout.as_millis()),
                 }
-                if let Some((revision, _)) = in_flight.pop_front() {
-                    sub.confirm(revision);
+                if let Some(done) = in_flight.pop_front() {
+                    sub.confirm(done.revision);
                 }
             }
-            delivery = feed.next(), if in_flight.len() < window => {
+            delivery = feed.next(), if in_flight.len() < limits.window => {
                 let Some(delivery) = delivery else { return "the event log closed".into() };
                 if let Delivery::Gap { from, to } = &delivery {
                     sub.lost(to - from + 1);
@@ -107,7 +129,10 @@ async fn pump(feed: &mut dmtree_core::Feed, sink: &mut dyn Sink, sub: &Subscript
                 let (revision, body, uri) = message(&sub.spec.id, &delivery);
                 let routing = uri.map(super::spec::routing_key).unwrap_or_default();
                 match sink.send(revision, body, &routing).await {
-                    Ok(receipt) => in_flight.push_back((revision, receipt)),
+                    Ok(receipt) => {
+                        let deadline = tokio::time::Instant::now() + limits.ack_timeout;
+                        in_flight.push_back(InFlight { revision, deadline, receipt });
+                    }
                     Err(e) => return e,
                 }
             }

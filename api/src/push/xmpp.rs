@@ -1,12 +1,20 @@
 //! XMPP delivery (tokio-xmpp). dmtree logs in once as the configured JID and
-//! sends each event to the subscriber's JID as a `headline` message whose
+//! sends each event to the subscriber's JID as a `normal` message (kept
+//! offline by the server while the subscriber is away; `headline` would not be) whose
 //! body is the event JSON. tokio-xmpp reconnects by itself; a message counts
 //! as accepted when the server acks it (XEP-0198 stream management, which
 //! Prosody's `mod_smacks` provides), or, where the server offers no stream
 //! management, once written to the stream.
+//!
+//! tokio-xmpp 6 loops forever trying to resume a session after the server
+//! restarted: Prosody's `<failed/>` lacks the optional `h` attribute, which
+//! its parser rejects. So when a stanza cannot even be written within the
+//! acknowledgement timeout, the session is replaced by a fresh one (with no
+//! stream-management state), and delivery resumes from the last acked revision.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt as _;
@@ -57,59 +65,76 @@ pub struct XmppLink {
 }
 
 impl XmppLink {
-    pub fn start(config: XmppConfig) -> Self {
+    pub fn start(config: XmppConfig, send_timeout: Duration) -> Self {
         let (tx, rx) = mpsc::channel(1024);
         let link =
             Self { tx, online: Arc::default(), acks: Arc::default(), state: Arc::new(Mutex::new("connecting".into())) };
-        tokio::spawn(session(config, rx, link.online.clone(), link.acks.clone(), link.state.clone()));
+        let status = Status { online: link.online.clone(), acks: link.acks.clone(), state: link.state.clone() };
+        tokio::spawn(session(config, send_timeout, rx, status));
         link
     }
 }
 
-async fn session(
-    config: XmppConfig,
-    mut rx: mpsc::Receiver<Outgoing>,
+/// What the session reports to the workers.
+struct Status {
     online: Arc<AtomicBool>,
     acks: Arc<AtomicBool>,
     state: Arc<Mutex<String>>,
-) {
+}
+
+async fn session(config: XmppConfig, send_timeout: Duration, mut rx: mpsc::Receiver<Outgoing>, status: Status) {
     let jid: Jid = match config.jid.parse() {
         Ok(j) => j,
         Err(e) => {
-            *state.lock() = format!("error: invalid jid {:?}: {e}", config.jid);
+            *status.state.lock() = format!("error: invalid jid {:?}: {e}", config.jid);
             return;
         }
     };
-    let dns = DnsConfig::addr(&config.server);
-    let mut client = if config.starttls {
-        Client::new_starttls(jid, config.password, dns, Timeouts::default())
-    } else {
-        Client::new_plaintext(jid, config.password, dns, Timeouts::default())
+    let connect = || {
+        let dns = DnsConfig::addr(&config.server);
+        let (jid, password) = (jid.clone(), config.password.clone());
+        if config.starttls {
+            Client::new_starttls(jid, password, dns, Timeouts::default())
+        } else {
+            Client::new_plaintext(jid, password, dns, Timeouts::default())
+        }
     };
+    let mut client = connect();
     loop {
         tokio::select! {
             out = rx.recv() => {
                 let Some(out) = out else { return };
-                let message = Message::headline(Some(out.to)).with_body(Lang(String::new()), out.body);
-                let sent = client.send_stanza(message.into()).await.map_err(|e| e.to_string());
-                let _ = out.reply.send(sent);
+                let message = Message::normal(Some(out.to)).with_body(Lang(String::new()), out.body);
+                match tokio::time::timeout(send_timeout, client.send_stanza(message.into())).await {
+                    Ok(sent) => {
+                        let _ = out.reply.send(sent.map_err(|e| e.to_string()));
+                    }
+                    Err(_) => {
+                        tracing::warn!("xmpp session wedged (nothing written for {} ms); starting a fresh one", send_timeout.as_millis());
+                        status.online.store(false, Ordering::Release);
+                        *status.state.lock() = "retrying: starting a fresh session".into();
+                        let _ = out.reply.send(Err("the xmpp session was replaced".into()));
+                        client = connect();
+                    }
+                }
             }
             event = client.next() => match event {
-                Some(Event::Online { features, .. }) => {
-                    acks.store(features.stream_management.is_some(), Ordering::Release);
-                    online.store(true, Ordering::Release);
-                    *state.lock() = "connected".into();
-                    tracing::info!(sm = features.stream_management.is_some(), "xmpp session online");
+                Some(Event::Online { features, resumed, .. }) => {
+                    status.acks.store(features.stream_management.is_some(), Ordering::Release);
+                    status.online.store(true, Ordering::Release);
+                    *status.state.lock() = "connected".into();
+                    tracing::info!(sm = features.stream_management.is_some(), resumed, "xmpp session online");
                 }
                 Some(Event::Disconnected(e)) => {
-                    online.store(false, Ordering::Release);
-                    *state.lock() = format!("retrying: {e}");
+                    status.online.store(false, Ordering::Release);
+                    *status.state.lock() = format!("retrying: {e}");
                     tracing::warn!(error = %e, "xmpp session lost; reconnecting");
                 }
                 Some(Event::Stanza(_)) => {}
                 None => {
-                    *state.lock() = "error: the xmpp client stopped".into();
-                    return;
+                    tracing::warn!("xmpp client stopped; starting a fresh one");
+                    status.online.store(false, Ordering::Release);
+                    client = connect();
                 }
             }
         }
