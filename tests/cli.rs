@@ -99,3 +99,29 @@ fn watch_prints_events_as_they_happen() {
     assert!(lines[0].ends_with("added ./config/cli_watch"), "{lines:?}");
     assert!(lines[1].ends_with("added ./config/cli_watch/x = 7"), "{lines:?}");
 }
+
+#[test]
+fn subscribe_watch_and_unsubscribe() {
+    let out = ok(&["subscribe", "./config/cli_sub/**", "--id", "clisub", "--kinds", "added,replaced"]);
+    assert!(out.starts_with("subscription clisub\n"), "{out}");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["get", "./subscriptions/clisub/config", "--json"])).unwrap();
+    assert_eq!(json["children"]["kinds"]["value"], serde_json::json!(["added", "replaced"]));
+    ok(&["set", "./config/cli_sub/x", "1"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dmtree"))
+        .args(["watch", "--subscription", "clisub"])
+        .env("DMTREE_SERVER", &SERVER.base)
+        .env("DMTREE_TOKEN", ADMIN)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let second = lines.next().unwrap().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(first.ends_with("added ./config/cli_sub"), "{first}");
+    assert!(second.ends_with("added ./config/cli_sub/x = 1"), "{second}");
+    assert_eq!(ok(&["unsubscribe", "clisub"]).trim(), "deleted ./subscriptions/clisub");
+    assert!(!dmtree(&["get", "./subscriptions/clisub"]).status.success());
+}

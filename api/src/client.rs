@@ -167,12 +167,36 @@ impl Client {
         Ok(())
     }
 
+    /// Creates a subscription (`POST /tree/subscriptions`) and prints its id and target.
+    pub async fn subscribe(&self, request: Json) -> anyhow::Result<()> {
+        let out = self.send(self.request(Method::POST, "/tree/subscriptions").json(&request)).await?;
+        let uri = out["uri"].as_str().unwrap_or_default().to_owned();
+        let id = uri.rsplit('/').next().unwrap_or_default().to_owned();
+        let target = self.send(self.request(Method::GET, &format!("/tree/subscriptions/{id}/config/target"))).await?;
+        if self.args.json {
+            self.print_json(&json!({ "id": id, "uri": uri, "target": target["value"] }));
+        } else {
+            println!("subscription {id}");
+            match request["transport"].as_str() {
+                Some("amqp") => println!("queue {}", display_value(&target["value"])),
+                Some("xmpp") => println!("messages to {}", display_value(&target["value"])),
+                _ => println!("read it with: dmtree watch --subscription {id}"),
+            }
+        }
+        Ok(())
+    }
+
     /// Streams events, reconnecting with backoff and resuming after the last one seen.
-    pub async fn watch(&self, pattern: &str, since: Option<u64>) -> anyhow::Result<()> {
+    /// With `subscription`, reads that `sse` subscription (the server keeps its position).
+    pub async fn watch(&self, pattern: &str, since: Option<u64>, subscription: Option<&str>) -> anyhow::Result<()> {
         let mut last = since;
         let mut backoff = Duration::from_millis(200);
         loop {
-            let mut req = self.request(Method::GET, "/events").query(&[("uri", pattern)]);
+            let query = match subscription {
+                Some(id) => [("subscription", id)],
+                None => [("uri", pattern)],
+            };
+            let mut req = self.request(Method::GET, "/events").query(&query);
             if let Some(rev) = last {
                 req = req.header("Last-Event-ID", rev.to_string());
             }

@@ -56,7 +56,37 @@ enum Command {
         /// Replay events after this revision first.
         #[arg(long)]
         since: Option<u64>,
+        /// Read this `sse` subscription instead (its pattern, and its stored position).
+        #[arg(long, conflicts_with = "pattern")]
+        subscription: Option<String>,
     },
+    /// Subscribe to changes: delivered to an AMQP queue, an XMPP JID, or kept for `watch --subscription`.
+    Subscribe {
+        pattern: String,
+        /// sse, amqp or xmpp.
+        #[arg(long, default_value = "sse")]
+        transport: String,
+        /// AMQP queue name (default `dmtree.sub.<owner>.<id>`).
+        #[arg(long)]
+        queue: Option<String>,
+        /// XMPP JID to send to.
+        #[arg(long)]
+        jid: Option<String>,
+        /// Event kinds, comma-separated (default: all).
+        #[arg(long, value_delimiter = ',')]
+        kinds: Vec<String>,
+        /// At most one event per node per this many ms, the latest.
+        #[arg(long)]
+        sample_ms: Option<u64>,
+        /// Start after this revision (default: now).
+        #[arg(long)]
+        since: Option<u64>,
+        /// Name the subscription (default: generated).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Cancel a subscription.
+    Unsubscribe { id: String },
     /// Manage bearer tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -109,7 +139,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ls { uri } => client()?.ls(&parse_uri(uri)?).await,
         Command::Rm { uri } => client()?.rm(&parse_uri(uri)?).await,
         Command::Exec { uri, data } => client()?.exec(&parse_uri(uri)?, data.as_deref()).await,
-        Command::Watch { pattern, since } => client()?.watch(pattern, *since).await,
+        Command::Watch { pattern, since, subscription } => {
+            client()?.watch(pattern, *since, subscription.as_deref()).await
+        }
+        Command::Subscribe { pattern, transport, queue, jid, kinds, sample_ms, since, id } => {
+            let mut request = serde_json::json!({ "pattern": pattern, "transport": transport });
+            let optional = [
+                ("queue", queue.as_ref().map(|v| serde_json::json!(v))),
+                ("jid", jid.as_ref().map(|v| serde_json::json!(v))),
+                ("kinds", (!kinds.is_empty()).then(|| serde_json::json!(kinds))),
+                ("sample_ms", sample_ms.map(|v| serde_json::json!(v))),
+                ("since", since.map(|v| serde_json::json!(v))),
+                ("id", id.as_ref().map(|v| serde_json::json!(v))),
+            ];
+            for (key, value) in optional {
+                if let Some(v) = value {
+                    request[key] = v;
+                }
+            }
+            client()?.subscribe(request).await
+        }
+        Command::Unsubscribe { id } => client()?.rm(&parse_uri(&format!("./subscriptions/{id}"))?).await,
         Command::Token(TokenCommand::New { principal }) => {
             let token = auth::generate_token();
             println!("token:  {token}");
