@@ -88,5 +88,55 @@ fn tree_read(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, uri_parsing, acl_checks, node_map, tree_read);
+/// Fan-out cost of one event with 10 versus 10 000 subscriptions elsewhere in
+/// the tree: a write, and its delivery to the one matching feed.
+fn fanout(c: &mut Criterion) {
+    use dmtree_core::{Delivery, Filter, UriPattern};
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let mut g = c.benchmark_group("fan-out: write + delivery to the one matching feed");
+    for others in [10usize, 10_000] {
+        let (tree, mut feed, _others) = rt.block_on(async {
+            let tree = Tree::open(TreeConfig::default(), Arc::new(MemoryTreeStore::default()), Acl::default_root())
+                .await
+                .unwrap();
+            tree.mount("config", Uri::from_key("config"), Arc::new(MemoryHandler::default())).unwrap();
+            let limits = UriLimits::default();
+            let admin = Principal::named("admin");
+            let feeds: Vec<_> = (0..others)
+                .map(|i| {
+                    let pattern = UriPattern::parse(&format!("./config/other{i}/**"), &limits).unwrap();
+                    tree.subscribe(admin.clone(), Filter::new(pattern), tree.events().head(), 16)
+                })
+                .collect();
+            let pattern = UriPattern::parse("./config/hot/**", &limits).unwrap();
+            let feed = tree.subscribe(admin, Filter::new(pattern), tree.events().head(), 1024);
+            (tree, feed, feeds)
+        });
+        let admin = Principal::named("admin");
+        let uri = Uri::from_key("config\0hot\0x");
+        let mut n = 0i64;
+        g.bench_with_input(BenchmarkId::from_parameter(others), &others, |b, _| {
+            b.iter(|| {
+                rt.block_on(async {
+                    n += 1;
+                    let write = dmtree_core::Write {
+                        content: Some(dmtree_core::Content::Leaf(Value::Int(n))),
+                        ..Default::default()
+                    };
+                    tree.put(&Caller::new(&admin), &uri, write).await.unwrap();
+                    loop {
+                        if let Some(Delivery::Event(e)) = feed.next().await
+                            && e.value == Some(serde_json::json!(n))
+                        {
+                            break;
+                        }
+                    }
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, uri_parsing, acl_checks, node_map, tree_read, fanout);
 criterion_main!(benches);

@@ -19,6 +19,37 @@ use super::Subscription;
 /// Resolves once the transport has accepted the message (a broker confirm, an XEP-0198 ack).
 pub type Receipt = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dmtree_core::{Event, EventKind, Uri};
+
+    #[test]
+    fn messages_are_the_event_json_plus_the_subscription() {
+        let e = Event {
+            revision: 7,
+            timestamp: chrono::Utc::now(),
+            kind: EventKind::Replaced,
+            uri: Uri::from_key("config\0x"),
+            to: None,
+            principal: Some("admin".into()),
+            format: Some(dmtree_core::Format::Int),
+            value: Some(json!(42)),
+            session: None,
+        };
+        let delivery = Delivery::Event(Arc::new(e));
+        let (rev, body, uri) = message("s\"1", &delivery);
+        let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!((rev, uri.map(|u| u.to_string())), (7, Some("./config/x".into())));
+        assert_eq!((parsed["value"].clone(), parsed["subscription"].clone()), (json!(42), json!("s\"1")));
+        let (rev, gap, _) = message("s", &Delivery::Gap { from: 3, to: 5 });
+        assert_eq!(
+            (rev, serde_json::from_slice::<serde_json::Value>(&gap).unwrap()["kind"].clone()),
+            (5, json!("gap"))
+        );
+    }
+}
+
 #[async_trait]
 pub trait Sink: Send {
     /// Hands a message to the transport; the receipt says when it was accepted.
@@ -35,9 +66,15 @@ pub trait Connector: Send + Sync {
 pub fn message<'a>(sub_id: &str, delivery: &'a Delivery) -> (u64, Vec<u8>, Option<&'a dmtree_core::Uri>) {
     match delivery {
         Delivery::Event(e) => {
-            let mut body = serde_json::to_value(&**e).unwrap_or_default();
-            body["subscription"] = json!(sub_id);
-            (e.revision, body.to_string().into_bytes(), Some(&e.uri))
+            // The event's JSON object, with the subscription appended: one serialisation, no tree of Values.
+            let mut body = serde_json::to_vec(&**e).unwrap_or_default();
+            if body.last() == Some(&b'}') {
+                body.pop();
+                body.extend_from_slice(b",\"subscription\":");
+                body.extend_from_slice(json!(sub_id).to_string().as_bytes());
+                body.push(b'}');
+            }
+            (e.revision, body, Some(&e.uri))
         }
         Delivery::Gap { from, to } => {
             let body = json!({ "kind": "gap", "from": from, "to": to, "subscription": sub_id });
