@@ -1,0 +1,162 @@
+//! Batched ingest. Submitters put jobs on a bounded queue (a full queue makes
+//! them wait: back-pressure); one writer takes everything queued and commits
+//! it in a single transaction: the events (de-duplicated by id), the context
+//! handlers' state and derived events, the propagation outbox, and the tree
+//! positions the events came from. A submitter is answered only after that
+//! commit. While the database is down the writer retries the same batch with
+//! backoff, and the queue fills.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::{AnyConnection, Row};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::event::ContextEvent;
+use crate::processor::{self, values};
+use crate::store::ContextStore;
+
+/// What became of a submitted batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Report {
+    pub stored: usize,
+    pub duplicates: usize,
+}
+
+pub(crate) struct Job {
+    pub events: Vec<ContextEvent>,
+    /// The tree subscription and revision these events bring the store up to.
+    pub position: Option<(String, u64)>,
+    pub ack: oneshot::Sender<Report>,
+}
+
+/// Rows per INSERT statement (5 values each keeps under every parameter limit).
+const CHUNK: usize = 500;
+
+pub(crate) async fn writer(store: Arc<ContextStore>, mut rx: mpsc::Receiver<Job>) {
+    let mut jobs = Vec::new();
+    while rx.recv_many(&mut jobs, 256).await > 0 {
+        let mut backoff = Duration::from_millis(100);
+        let reports = loop {
+            match write(&store, &jobs).await {
+                Ok(reports) => break reports,
+                Err(e) => {
+                    store.stats().set_db_state(&format!("unavailable: {e}"));
+                    tracing::warn!(error = %e, retry_ms = backoff.as_millis() as u64, "context store write failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        store.stats().set_db_state("ok");
+        for (job, report) in jobs.drain(..).zip(reports) {
+            let _ = job.ack.send(report);
+        }
+    }
+}
+
+async fn write(store: &ContextStore, jobs: &[Job]) -> Result<Vec<Report>, sqlx::Error> {
+    let config = store.config();
+    let mut tx = store.db().pool().begin().await?;
+    let mut seen = HashSet::new();
+    let unique: Vec<&ContextEvent> = jobs.iter().flat_map(|j| &j.events).filter(|e| seen.insert(e.id)).collect();
+    let fresh_ids = insert_events(&mut tx, &unique).await?;
+    let fresh: Vec<&ContextEvent> = unique.iter().copied().filter(|e| fresh_ids.contains(&e.id.to_string())).collect();
+    let outcome = processor::run(&mut tx, &config.handlers, &fresh).await?;
+    let derived: Vec<&ContextEvent> = outcome.derived.iter().collect();
+    let derived_ids = insert_events(&mut tx, &derived).await?;
+    let new_derived: Vec<&ContextEvent> =
+        derived.iter().copied().filter(|e| derived_ids.contains(&e.id.to_string())).collect();
+
+    for (target, p) in &config.propagation {
+        let outgoing: Vec<&&ContextEvent> =
+            fresh.iter().chain(&new_derived).filter(|e| p.types.contains(&e.kind)).collect();
+        for chunk in outgoing.chunks(CHUNK) {
+            let sql = format!(
+                "INSERT INTO cs_outbox (target, event_id, ts) VALUES {} ON CONFLICT DO NOTHING",
+                values(chunk.len(), 3)
+            );
+            let mut q = sqlx::query(&sql);
+            for e in chunk {
+                q = q.bind(target.as_str()).bind(e.id.to_string()).bind(e.timestamp.timestamp_millis());
+            }
+            q.execute(&mut *tx).await?;
+        }
+    }
+    let positions: HashMap<&str, u64> =
+        jobs.iter().filter_map(|j| j.position.as_ref()).fold(HashMap::new(), |mut m, (n, r)| {
+            let p = m.entry(n.as_str()).or_insert(0);
+            *p = (*p).max(*r);
+            m
+        });
+    for (name, revision) in positions {
+        sqlx::query(
+            "INSERT INTO cs_positions (name, revision) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET revision = excluded.revision",
+        )
+        .bind(name)
+        .bind(revision as i64)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+
+    let stats = store.stats();
+    stats.add(&stats.ingested, fresh.len());
+    stats.add(
+        &stats.duplicates,
+        unique.len() - fresh.len() + (jobs.iter().map(|j| j.events.len()).sum::<usize>() - unique.len()),
+    );
+    stats.add(&stats.derived, new_derived.len());
+    stats.add(&stats.late, outcome.late as usize);
+    stats.add(&stats.skipped, outcome.skipped as usize);
+    if !config.propagation.is_empty() {
+        store.wake_forwarders();
+    }
+    // Each job learns how many of its own events were new.
+    let mut credited = HashSet::new();
+    Ok(jobs
+        .iter()
+        .map(|j| {
+            let stored =
+                j.events.iter().filter(|e| fresh_ids.contains(&e.id.to_string()) && credited.insert(e.id)).count();
+            Report { stored, duplicates: j.events.len() - stored }
+        })
+        .collect())
+}
+
+/// Inserts events that are not stored yet; returns the ids that were new.
+async fn insert_events(conn: &mut AnyConnection, events: &[&ContextEvent]) -> Result<HashSet<String>, sqlx::Error> {
+    let mut fresh = HashSet::new();
+    let mut types: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    types.sort_unstable();
+    types.dedup();
+    for chunk in events.chunks(CHUNK) {
+        let sql = format!(
+            "INSERT INTO cs_events (id, ts, sender, type, payload) VALUES {} ON CONFLICT (id) DO NOTHING RETURNING id",
+            values(chunk.len(), 5)
+        );
+        let mut q = sqlx::query(&sql);
+        for e in chunk {
+            q = q
+                .bind(e.id.to_string())
+                .bind(e.timestamp.timestamp_millis())
+                .bind(e.sender.as_str())
+                .bind(e.kind.as_str())
+                .bind(e.payload.to_string());
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            fresh.insert(row.get::<String, _>("id"));
+        }
+    }
+    for chunk in types.chunks(CHUNK) {
+        let sql = format!("INSERT INTO cs_types (type) VALUES {} ON CONFLICT DO NOTHING", values(chunk.len(), 1));
+        let mut q = sqlx::query(&sql);
+        for t in chunk {
+            q = q.bind(*t);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(fresh)
+}

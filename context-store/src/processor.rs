@@ -1,0 +1,343 @@
+//! Context handlers: processors that take the events of an ingest batch,
+//! update their state and emit derived events, all inside the batch's
+//! transaction. Their state therefore commits with the events it counts: a
+//! crash can neither lose a counted event nor count one twice.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json, json};
+use sqlx::{AnyConnection, Row};
+
+use crate::config::{Handler, Op};
+use crate::event::{ContextEvent, derived_id};
+
+/// What processing a batch produced.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub derived: Vec<ContextEvent>,
+    /// Events that arrived after their window had closed.
+    pub late: u64,
+    /// Events lacking the fields a handler needs.
+    pub skipped: u64,
+}
+
+/// `$1, $2, …` placeholders for `rows` rows of `cols` values: valid in SQLite and PostgreSQL.
+pub(crate) fn values(rows: usize, cols: usize) -> String {
+    (0..rows)
+        .map(|r| format!("({})", (1..=cols).map(|c| format!("${}", r * cols + c)).collect::<Vec<_>>().join(", ")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Key parts are joined by the unit separator, which keys may not contain.
+pub const KEY_SEP: char = '\u{1f}';
+
+fn key_of(e: &ContextEvent, keys: &[String]) -> Option<String> {
+    let parts: Option<Vec<String>> = keys
+        .iter()
+        .map(|k| match e.payload.get(k)? {
+            Json::String(s) if !s.is_empty() && !s.chars().any(char::is_control) && s.len() <= 128 => Some(s.clone()),
+            Json::Number(n) => Some(n.to_string()),
+            Json::Bool(b) => Some(b.to_string()),
+            _ => None,
+        })
+        .collect();
+    Some(parts?.join(&KEY_SEP.to_string()))
+}
+
+fn key_json(keys: &[String], key: &str) -> Json {
+    Json::Object(keys.iter().cloned().zip(key.split(KEY_SEP).map(|p| json!(p))).collect())
+}
+
+/// Runs every configured handler over the fresh events of a batch.
+pub async fn run(
+    conn: &mut AnyConnection,
+    handlers: &BTreeMap<String, Handler>,
+    fresh: &[&ContextEvent],
+) -> sqlx::Result<Outcome> {
+    let mut outcome = Outcome::default();
+    for (name, handler) in handlers {
+        let inputs = handler.inputs();
+        let mine: Vec<&ContextEvent> = fresh.iter().copied().filter(|e| inputs.contains(&e.kind.as_str())).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        match handler {
+            Handler::Aggregate { keys, value, window_s, lateness_s, .. } => {
+                aggregate(conn, name, keys, value, *window_s, *lateness_s, &mine, &mut outcome).await?
+            }
+            Handler::Threshold { keys, value, op, threshold, duration_s, .. } => {
+                threshold_rule(conn, name, keys, value, *op, *threshold, *duration_s, &mine, &mut outcome).await?
+            }
+            Handler::Filter { fields, output, .. } => filter(name, fields, output, &mine, &mut outcome),
+        }
+    }
+    Ok(outcome)
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct AggregateState {
+    /// The latest event time seen.
+    watermark_ms: i64,
+    /// Windows starting before this have been closed (and announced).
+    closed_before: i64,
+}
+
+async fn load_state<T: Default + for<'de> Deserialize<'de>>(conn: &mut AnyConnection, name: &str) -> sqlx::Result<T> {
+    let row = sqlx::query("SELECT state FROM cs_handler_state WHERE handler = $1")
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(row.and_then(|r| serde_json::from_str(&r.get::<String, _>("state")).ok()).unwrap_or_default())
+}
+
+async fn save_state<T: Serialize>(conn: &mut AnyConnection, name: &str, state: &T) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO cs_handler_state (handler, state) VALUES ($1, $2) ON CONFLICT (handler) DO UPDATE SET state = excluded.state",
+    )
+    .bind(name)
+    .bind(serde_json::to_string(state).unwrap_or_default())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+struct Acc {
+    count: i64,
+    sum: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Acc {
+    fn new(v: f64) -> Self {
+        Acc { count: 1, sum: v, min: v, max: v }
+    }
+    fn add(&mut self, v: f64) {
+        self.count += 1;
+        self.sum += v;
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn aggregate(
+    conn: &mut AnyConnection,
+    name: &str,
+    keys: &[String],
+    value: &str,
+    window_s: u64,
+    lateness_s: u64,
+    events: &[&ContextEvent],
+    outcome: &mut Outcome,
+) -> sqlx::Result<()> {
+    let mut state: AggregateState = load_state(conn, name).await?;
+    let (window, lateness) = ((window_s * 1000) as i64, (lateness_s * 1000) as i64);
+    // Pre-aggregate the batch: one upsert per (key, window), not per event.
+    let mut groups: BTreeMap<(String, i64), Acc> = BTreeMap::new();
+    for e in events {
+        let (Some(v), Some(key)) = (e.payload.get(value).and_then(Json::as_f64), key_of(e, keys)) else {
+            outcome.skipped += 1;
+            continue;
+        };
+        let ts = e.timestamp.timestamp_millis();
+        let start = ts.div_euclid(window) * window;
+        // Late: its window (plus lateness) ended before the latest event seen so far, in arrival order.
+        if start < state.closed_before || start + window + lateness <= state.watermark_ms {
+            outcome.late += 1;
+            continue;
+        }
+        groups.entry((key, start)).and_modify(|a| a.add(v)).or_insert_with(|| Acc::new(v));
+        state.watermark_ms = state.watermark_ms.max(ts);
+    }
+    for ((key, start), acc) in &groups {
+        sqlx::query(
+            "INSERT INTO cs_aggregates (handler, key, window_start, count, sum, min, max) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (handler, key, window_start) DO UPDATE SET \
+             count = cs_aggregates.count + excluded.count, sum = cs_aggregates.sum + excluded.sum, \
+             min = CASE WHEN excluded.min < cs_aggregates.min THEN excluded.min ELSE cs_aggregates.min END, \
+             max = CASE WHEN excluded.max > cs_aggregates.max THEN excluded.max ELSE cs_aggregates.max END",
+        )
+        .bind(name)
+        .bind(key)
+        .bind(*start)
+        .bind(acc.count)
+        .bind(acc.sum)
+        .bind(acc.min)
+        .bind(acc.max)
+        .execute(&mut *conn)
+        .await?;
+    }
+    // A window closes once the watermark reaches its end plus the allowed lateness:
+    // `close_before` is the first window start still open.
+    let close_before = (state.watermark_ms - lateness - window).div_euclid(window) * window + window;
+    if close_before > state.closed_before {
+        let rows = sqlx::query(
+            "SELECT key, window_start, count, sum, min, max FROM cs_aggregates \
+             WHERE handler = $1 AND window_start >= $2 AND window_start < $3 ORDER BY window_start, key",
+        )
+        .bind(name)
+        .bind(state.closed_before)
+        .bind(close_before)
+        .fetch_all(&mut *conn)
+        .await?;
+        for r in rows {
+            let (key, start, count) =
+                (r.get::<String, _>("key"), r.get::<i64, _>("window_start"), r.get::<i64, _>("count"));
+            let sum: f64 = r.get("sum");
+            let mut payload = Map::new();
+            payload.insert("key".into(), key_json(keys, &key));
+            for (k, v) in [
+                ("window_start", json!(start)),
+                ("window_end", json!(start + window)),
+                ("count", json!(count)),
+                ("sum", json!(sum)),
+                ("avg", json!(sum / count as f64)),
+                ("min", json!(r.get::<f64, _>("min"))),
+                ("max", json!(r.get::<f64, _>("max"))),
+            ] {
+                payload.insert(k.into(), v);
+            }
+            outcome.derived.push(ContextEvent {
+                id: derived_id(name, &format!("{key}@{start}")),
+                timestamp: chrono::DateTime::from_timestamp_millis(start + window).unwrap_or_default(),
+                sender: format!("contextstore:{name}"),
+                kind: format!("{name}.window"),
+                payload: Json::Object(payload),
+            });
+        }
+        state.closed_before = close_before;
+    }
+    save_state(conn, name, &state).await
+}
+
+#[derive(Clone, Copy)]
+struct Sla {
+    breach_since: Option<i64>,
+    violating: bool,
+    last_value: Option<f64>,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn threshold_rule(
+    conn: &mut AnyConnection,
+    name: &str,
+    keys: &[String],
+    value: &str,
+    op: Op,
+    threshold: f64,
+    duration_s: u64,
+    events: &[&ContextEvent],
+    outcome: &mut Outcome,
+) -> sqlx::Result<()> {
+    let rows = sqlx::query("SELECT key, breach_since, violating, last_value FROM cs_sla WHERE handler = $1")
+        .bind(name)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut states: HashMap<String, Sla> = rows
+        .iter()
+        .map(|r| {
+            let sla = Sla {
+                breach_since: r.get("breach_since"),
+                violating: r.get::<i64, _>("violating") != 0,
+                last_value: r.get("last_value"),
+            };
+            (r.get::<String, _>("key"), sla)
+        })
+        .collect();
+    let mut ordered: Vec<&&ContextEvent> = events.iter().collect();
+    ordered.sort_by_key(|e| e.timestamp);
+    let mut changed = Vec::new();
+    let duration = (duration_s * 1000) as i64;
+    for e in ordered {
+        let (Some(v), Some(key)) = (e.payload.get(value).and_then(Json::as_f64), key_of(e, keys)) else {
+            outcome.skipped += 1;
+            continue;
+        };
+        let ts = e.timestamp.timestamp_millis();
+        let sla = states.entry(key.clone()).or_insert(Sla { breach_since: None, violating: false, last_value: None });
+        // One violation and one recovery per breach, named by the breach's start.
+        let emit = |kind: &str, since: i64, payload: Json| ContextEvent {
+            id: derived_id(name, &format!("{key}@{since}:{kind}")),
+            timestamp: e.timestamp,
+            sender: format!("contextstore:{name}"),
+            kind: format!("{name}.{kind}"),
+            payload,
+        };
+        if op.holds(v, threshold) {
+            let since = *sla.breach_since.get_or_insert(ts);
+            if !sla.violating && ts - since >= duration {
+                let payload = json!({ "key": key_json(keys, &key), "since": since, "at": ts, "value": v, "threshold": threshold });
+                outcome.derived.push(emit("violation", since, payload));
+                sla.violating = true;
+            }
+        } else {
+            if let (true, Some(since)) = (sla.violating, sla.breach_since) {
+                let payload = json!({ "key": key_json(keys, &key), "since": since, "until": ts, "value": v });
+                outcome.derived.push(emit("recovery", since, payload));
+            }
+            sla.breach_since = None;
+            sla.violating = false;
+        }
+        sla.last_value = Some(v);
+        changed.push(key);
+    }
+    changed.sort();
+    changed.dedup();
+    for key in changed {
+        let sla = states[&key];
+        sqlx::query(
+            "INSERT INTO cs_sla (handler, key, breach_since, violating, last_value) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (handler, key) DO UPDATE SET breach_since = excluded.breach_since, \
+             violating = excluded.violating, last_value = excluded.last_value",
+        )
+        .bind(name)
+        .bind(&key)
+        .bind(sla.breach_since)
+        .bind(sla.violating as i64)
+        .bind(sla.last_value)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+fn filter(name: &str, fields: &[String], output: &str, events: &[&ContextEvent], outcome: &mut Outcome) {
+    for e in events {
+        let payload = if fields.is_empty() {
+            e.payload.clone()
+        } else {
+            Json::Object(fields.iter().filter_map(|f| Some((f.clone(), e.payload.get(f)?.clone()))).collect())
+        };
+        outcome.derived.push(ContextEvent {
+            id: derived_id(name, &e.id.to_string()),
+            timestamp: e.timestamp,
+            sender: e.sender.clone(),
+            kind: output.to_owned(),
+            payload,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_and_keys() {
+        assert_eq!(values(2, 2), "($1, $2), ($3, $4)");
+        let e = ContextEvent {
+            id: uuid::Uuid::nil(),
+            timestamp: chrono::Utc::now(),
+            sender: "s".into(),
+            kind: "t".into(),
+            payload: json!({"user": "alice", "vm": 7, "bad": "a\u{1f}b"}),
+        };
+        assert_eq!(key_of(&e, &["user".into(), "vm".into()]), Some(format!("alice{KEY_SEP}7")));
+        assert_eq!(key_of(&e, &["bad".into()]), None);
+        assert_eq!(key_of(&e, &["missing".into()]), None);
+    }
+}
