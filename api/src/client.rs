@@ -151,14 +151,25 @@ impl Client {
         Ok(())
     }
 
-    pub async fn exec(&self, uri: &Uri, data: Option<&str>) -> anyhow::Result<()> {
+    /// Executes a node with JSON data; returns the server's answer.
+    pub async fn exec_json(&self, uri: &Uri, data: &Json) -> anyhow::Result<Json> {
         let path = format!("/exec{}", &uri.to_http_path()["/tree".len()..]);
-        let mut req = self.request(Method::POST, &path);
-        if let Some(d) = data {
-            let body: Json = serde_json::from_str(d).context("exec data must be JSON")?;
-            req = req.json(&body);
-        }
-        let out = self.send(req).await?;
+        self.send(self.request(Method::POST, &path).json(data)).await
+    }
+
+    /// Writes a node with a JSON body; returns the server's answer.
+    pub async fn put_json(&self, uri: &Uri, body: &Json) -> anyhow::Result<Json> {
+        self.send(self.request(Method::PUT, &uri.to_http_path()).json(body)).await
+    }
+
+    pub async fn exec(&self, uri: &Uri, data: Option<&str>) -> anyhow::Result<()> {
+        let out = match data {
+            Some(d) => self.exec_json(uri, &serde_json::from_str(d).context("exec data must be JSON")?).await?,
+            None => {
+                let path = format!("/exec{}", &uri.to_http_path()["/tree".len()..]);
+                self.send(self.request(Method::POST, &path)).await?
+            }
+        };
         if self.args.json {
             self.print_json(&out);
         } else {

@@ -2,6 +2,7 @@
 //! (each overriding the one before). Every field has an embedded default, so
 //! `dmtree serve` needs no file at all.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -22,6 +23,7 @@ pub struct ServerConfig {
     pub auth: AuthConfig,
     /// Subscriptions and their transports (AMQP, XMPP).
     pub push: crate::push::PushConfig,
+    pub contextstore: ContextStoreConfig,
     /// Extra handlers to mount at start-up.
     pub mounts: Vec<MountConfig>,
 }
@@ -38,6 +40,7 @@ impl Default for ServerConfig {
             config_store: ConfigStoreConfig::default(),
             auth: AuthConfig::default(),
             push: crate::push::PushConfig::default(),
+            contextstore: ContextStoreConfig::default(),
             mounts: Vec::new(),
         }
     }
@@ -61,6 +64,79 @@ pub struct ConfigStoreConfig {
 impl Default for ConfigStoreConfig {
     fn default() -> Self {
         Self { mount: Uri::root().join_name("config"), schema: Vec::new() }
+    }
+}
+
+/// The ContextStore: where it keeps its events, and its initial configuration
+/// (entries already set through the tree are kept).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContextStoreConfig {
+    pub enabled: bool,
+    pub mount: Uri,
+    /// `sqlite://…` or `postgres://…`; default `sqlite://<data_dir>/contextstore.db`.
+    pub database: Option<String>,
+    /// The principal its tree subscriptions read as.
+    pub principal: String,
+    /// Batches waiting for the writer before submitters wait (back-pressure).
+    pub queue: usize,
+    /// How long a REST batch may wait for its commit before a 503.
+    pub ingest_timeout_ms: u64,
+    pub gc_interval_ms: u64,
+    pub subscriptions: BTreeMap<String, serde_json::Value>,
+    pub handlers: BTreeMap<String, serde_json::Value>,
+    pub retention: BTreeMap<String, serde_json::Value>,
+    pub propagation: BTreeMap<String, serde_json::Value>,
+}
+
+impl Default for ContextStoreConfig {
+    fn default() -> Self {
+        let settings = dmtree_context_store::Settings::default();
+        Self {
+            enabled: true,
+            mount: Uri::root().join_name("contextstore"),
+            database: None,
+            principal: settings.principal,
+            queue: settings.queue,
+            ingest_timeout_ms: settings.ingest_timeout.as_millis() as u64,
+            gc_interval_ms: settings.gc_interval.as_millis() as u64,
+            subscriptions: BTreeMap::new(),
+            handlers: BTreeMap::new(),
+            retention: BTreeMap::new(),
+            propagation: BTreeMap::new(),
+        }
+    }
+}
+
+impl ContextStoreConfig {
+    pub fn settings(&self) -> dmtree_context_store::Settings {
+        dmtree_context_store::Settings {
+            queue: self.queue,
+            ingest_timeout: std::time::Duration::from_millis(self.ingest_timeout_ms),
+            gc_interval: std::time::Duration::from_millis(self.gc_interval_ms),
+            principal: self.principal.clone(),
+        }
+    }
+
+    /// The initial entries, checked.
+    pub fn initial(&self) -> Result<dmtree_context_store::Config, ConfigError> {
+        let mut config = dmtree_context_store::Config::default();
+        let sections = [
+            ("subscriptions", &self.subscriptions),
+            ("handlers", &self.handlers),
+            ("retention", &self.retention),
+            ("propagation", &self.propagation),
+        ];
+        for (section, entries) in sections {
+            for (name, body) in entries {
+                config.set(section, name, body).map_err(|reason| ConfigError::ContextStore {
+                    section,
+                    name: name.clone(),
+                    reason,
+                })?;
+            }
+        }
+        Ok(config)
     }
 }
 
@@ -131,6 +207,8 @@ pub enum ConfigError {
     Parse { path: String, source: toml::de::Error },
     #[error("schema pattern {pattern} is not under the config store mount {mount}")]
     SchemaOutsideStore { pattern: String, mount: String },
+    #[error("contextstore.{section}.{name}: {reason}")]
+    ContextStore { section: &'static str, name: String, reason: String },
 }
 
 impl ServerConfig {
@@ -155,6 +233,7 @@ impl ServerConfig {
             config.max_body_bytes = v;
         }
         config.check()?;
+        config.contextstore.initial()?;
         Ok(config)
     }
 

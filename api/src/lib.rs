@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod context_cli;
 pub mod error;
 pub mod extract;
 pub mod json;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use dmtree_api::client::{Client, ClientArgs, parse_uri};
 use dmtree_api::config::{LogFormat, ServeArgs, ServerConfig};
-use dmtree_api::{auth, openapi, server};
+use dmtree_api::{auth, context_cli, openapi, server};
 use dmtree_core::Format;
 
 #[derive(Parser)]
@@ -90,8 +90,46 @@ enum Command {
     /// Manage bearer tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Record ContextEvents to JSON Lines, or play them back.
+    #[command(subcommand)]
+    Context(ContextCommand),
     /// Print the OpenAPI contract (the committed `openapi.yaml`).
     Openapi,
+}
+
+#[derive(Subcommand)]
+enum ContextCommand {
+    /// Export events of a type (and time range) as JSON Lines.
+    Record {
+        #[arg(long = "type")]
+        kind: String,
+        /// RFC 3339; default: the beginning.
+        #[arg(long)]
+        from: Option<String>,
+        /// RFC 3339; default: now.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        sender: Option<String>,
+        /// Output file (default: standard output).
+        #[arg(long, short)]
+        out: Option<std::path::PathBuf>,
+        #[arg(long, default_value = "./contextstore")]
+        mount: String,
+    },
+    /// Replay a JSON Lines file into a ContextStore or into the tree.
+    Play {
+        file: std::path::PathBuf,
+        #[arg(long, value_enum, default_value = "store")]
+        into: dmtree_api::context_cli::Into,
+        #[arg(long, value_enum, default_value = "fast")]
+        pace: dmtree_api::context_cli::Pace,
+        /// With `--pace recorded`: 2 plays twice as fast.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        #[arg(long, default_value = "./contextstore")]
+        mount: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -160,6 +198,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             client()?.subscribe(request).await
         }
         Command::Unsubscribe { id } => client()?.rm(&parse_uri(&format!("./subscriptions/{id}"))?).await,
+        Command::Context(ContextCommand::Record { kind, from, to, sender, out, mount }) => {
+            let mut query = serde_json::json!({ "type": kind, "limit": 1000 });
+            for (key, value) in [("from", from), ("to", to), ("sender", sender)] {
+                if let Some(v) = value {
+                    query[key] = serde_json::json!(v);
+                }
+            }
+            let mut sink: Box<dyn std::io::Write> = match out {
+                Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path)?)),
+                None => Box::new(std::io::stdout().lock()),
+            };
+            let n = context_cli::record(&client()?, &parse_uri(mount)?, query, &mut sink).await?;
+            sink.flush()?;
+            eprintln!("recorded {n} events");
+            Ok(())
+        }
+        Command::Context(ContextCommand::Play { file, into, pace, speed, mount }) => {
+            let n = context_cli::play(&client()?, &parse_uri(mount)?, file, *into, *pace, *speed).await?;
+            eprintln!("played {n} events");
+            Ok(())
+        }
         Command::Token(TokenCommand::New { principal }) => {
             let token = auth::generate_token();
             println!("token:  {token}");

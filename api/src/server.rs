@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use dmtree_config_store::{ConfigStore, SchemaRule, SqliteState};
+use dmtree_context_store::{ContextStore, ContextStoreHandler};
 use dmtree_core::{Acl, MemoryHandler, Tree, Uri};
 
 use crate::auth;
@@ -60,6 +61,15 @@ pub async fn build(config: ServerConfig) -> anyhow::Result<AppState> {
     tree.mount("subscriptions", subscriptions.clone(), Arc::new(SubscriptionsHandler::new(Arc::downgrade(&push))))?;
     // Any authenticated principal may subscribe; the handler lets only owners cancel.
     tree.ensure_acl(&subscriptions, "Add=*&Delete=*&Get=*&Replace=admin&Exec=admin".parse()?).await?;
+    let cs = &config.contextstore;
+    if cs.enabled {
+        let url = cs
+            .database
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", config.data_dir.join("contextstore.db").display()));
+        let store = ContextStore::start(&url, &tree, cs.settings(), cs.initial()?).await?;
+        tree.mount("contextstore", cs.mount.clone(), Arc::new(ContextStoreHandler::new(store)))?;
+    }
     let metrics = Arc::new(Metrics::default());
     let (started, started_at) = (Instant::now(), chrono::Utc::now());
     system::mount(&tree, metrics.clone(), started, started_at)?;

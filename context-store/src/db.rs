@@ -67,3 +67,21 @@ impl Db {
         self.backend
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::Row;
+
+    #[tokio::test]
+    async fn sqlite_connections_use_wal_and_normal_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}", dir.path().join("x.db").display())).await.unwrap();
+        for _ in 0..4 {
+            let mut conn = db.pool().acquire().await.unwrap();
+            let sync: i64 = sqlx::query("PRAGMA synchronous").fetch_one(&mut *conn).await.unwrap().get(0);
+            let mode: String = sqlx::query("PRAGMA journal_mode").fetch_one(&mut *conn).await.unwrap().get(0);
+            assert_eq!((sync, mode.as_str()), (1, "wal"), "NORMAL is 1");
+        }
+    }
+}

@@ -10,6 +10,7 @@ use serde_json::{Map, Value as Json, json};
 use sqlx::{AnyConnection, Row};
 
 use crate::config::{Handler, Op};
+use crate::db::Backend;
 use crate::event::{ContextEvent, derived_id};
 
 /// What processing a batch produced.
@@ -22,10 +23,16 @@ pub struct Outcome {
     pub skipped: u64,
 }
 
-/// `$1, $2, …` placeholders for `rows` rows of `cols` values: valid in SQLite and PostgreSQL.
-pub(crate) fn values(rows: usize, cols: usize) -> String {
+/// Placeholders for `rows` rows of `cols` values: `$1, $2, …` for PostgreSQL,
+/// `?` for SQLite, where numbered names make binding quadratic (sqlx looks up
+/// every parameter's name, and SQLite finds names by a linear scan).
+pub(crate) fn values(backend: Backend, rows: usize, cols: usize) -> String {
+    let one = |i: usize| match backend {
+        Backend::Postgres => format!("${i}"),
+        Backend::Sqlite => "?".to_owned(),
+    };
     (0..rows)
-        .map(|r| format!("({})", (1..=cols).map(|c| format!("${}", r * cols + c)).collect::<Vec<_>>().join(", ")))
+        .map(|r| format!("({})", (1..=cols).map(|c| one(r * cols + c)).collect::<Vec<_>>().join(", ")))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -328,7 +335,8 @@ mod tests {
 
     #[test]
     fn placeholders_and_keys() {
-        assert_eq!(values(2, 2), "($1, $2), ($3, $4)");
+        assert_eq!(values(Backend::Postgres, 2, 2), "($1, $2), ($3, $4)");
+        assert_eq!(values(Backend::Sqlite, 1, 3), "(?, ?, ?)");
         let e = ContextEvent {
             id: uuid::Uuid::nil(),
             timestamp: chrono::Utc::now(),

@@ -46,6 +46,18 @@ pub(crate) async fn run(store: Arc<ContextStore>, name: String, target: Propagat
     }
 }
 
+/// An error with its causes ("error sending request: connection refused").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Sends the oldest waiting batch; returns how many events left the outbox.
 async fn forward_once(
     store: &ContextStore,
@@ -88,7 +100,7 @@ async fn forward_once(
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
-        let resp = req.send().await.map_err(|e| e.to_string())?;
+        let resp = req.send().await.map_err(|e| chain(&e))?;
         if !resp.status().is_success() {
             return Err(format!("{url} answered {}", resp.status()));
         }

@@ -59,17 +59,30 @@ pub struct Server {
     pub base: String,
     pub data: PathBuf,
     config: Option<PathBuf>,
+    listen: String,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl Server {
     /// Starts a server with a fresh data directory and this configuration (TOML).
     pub fn start(config: &str) -> Server {
+        Self::start_at(config, "127.0.0.1:0")
+    }
+
+    /// Like [`start`](Self::start), on a fixed address (kept across restarts).
+    pub fn start_at(config: &str, listen: &str) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
         let path = dir.path().join("dmtree.toml");
         std::fs::write(&path, config).expect("write config");
-        let mut server = Server { child: None, base: String::new(), data, config: Some(path), _dir: Some(dir) };
+        let mut server = Server {
+            child: None,
+            base: String::new(),
+            data,
+            config: Some(path),
+            listen: listen.into(),
+            _dir: Some(dir),
+        };
         server.spawn();
         server
     }
@@ -78,7 +91,14 @@ impl Server {
     pub fn start_bare() -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
-        let mut server = Server { child: None, base: String::new(), data, config: None, _dir: Some(dir) };
+        let mut server = Server {
+            child: None,
+            base: String::new(),
+            data,
+            config: None,
+            listen: "127.0.0.1:0".into(),
+            _dir: Some(dir),
+        };
         server.spawn();
         server
     }
@@ -87,7 +107,7 @@ impl Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_dmtree"));
         cmd.arg("serve")
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(&self.listen)
             .arg("--data")
             .arg(&self.data)
             .arg("--log-format")
@@ -121,6 +141,11 @@ impl Server {
     /// `kill -9`, then start again on the same data directory (on a new port).
     pub fn crash_and_restart(&mut self) {
         self.kill9();
+        self.spawn();
+    }
+
+    /// Starts again after [`kill9`](Self::kill9), on the same data (and address, if fixed).
+    pub fn restart(&mut self) {
         self.spawn();
     }
 
@@ -402,4 +427,34 @@ impl Drop for Prosody {
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// A new, empty PostgreSQL database on the machine's server (`scripts/test` starts it).
+pub async fn postgres_database() -> String {
+    use sqlx::Connection as _;
+    let admin =
+        std::env::var("DMTREE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let name = format!("dmtree_e2e_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("PostgreSQL (./scripts/test starts it)");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create database");
+    format!("{}/{name}", admin.rsplit_once('/').expect("url").0)
+}
+
+/// Stops or starts the machine's PostgreSQL cluster.
+pub fn postgres(action: &str) {
+    let version = std::fs::read_dir("/etc/postgresql")
+        .ok()
+        .and_then(|mut d| d.next())
+        .and_then(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .expect("a PostgreSQL cluster in /etc/postgresql");
+    let out = Command::new("pg_ctlcluster")
+        .args(["--skip-systemctl-redirect", &version, "main", action])
+        .output()
+        .expect("pg_ctlcluster");
+    assert!(out.status.success(), "pg_ctlcluster {action}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+pub fn free_address() -> String {
+    format!("127.0.0.1:{}", free_port())
 }
