@@ -88,6 +88,11 @@ pub async fn play(
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("line {} is not JSON", i + 1)))
         .collect::<Result<_, _>>()?;
+    if into == Into::Tree
+        && let Some(i) = events.iter().position(|e| !e["payload"]["uri"].is_string())
+    {
+        bail!("event {} has no payload.uri: only events recorded from tree changes can be played into the tree", i + 1);
+    }
     let time = |e: &Json| {
         e["timestamp"].as_str().and_then(|t| DateTime::parse_from_rfc3339(t).ok()).map(|t| t.with_timezone(&Utc))
     };
@@ -127,7 +132,7 @@ async fn send(client: &Client, mount: &Uri, into: Into, batch: &mut Vec<Json>) -
         }
         Into::Tree => {
             for e in batch.iter() {
-                let uri = e["payload"]["uri"].as_str().context("an event played into the tree needs payload.uri")?;
+                let uri = e["payload"]["uri"].as_str().unwrap_or_default();
                 let uri = crate::client::parse_uri(uri)?;
                 let mut body = json!({ "value": e["payload"]["value"] });
                 if let Some(f) = e["payload"]["format"].as_str() {

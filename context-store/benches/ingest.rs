@@ -55,7 +55,7 @@ async fn tree() -> Arc<Tree> {
 async fn run() {
     let n = env_or("BENCH_INGEST", 200_000);
     let dir = tempfile::tempdir().unwrap();
-    println!("# ingest: {n} events per run, batches of 1000, 4 submitters");
+    println!("# ingest: {n} events per run, batches of 1000, 16 concurrent submitters");
     println!("\n## ingest throughput (events/s)");
     println!(
         "| database | raw batched sqlx insert (baseline) | ContextStore ingest | ratio | with an aggregate handler | ratio |"
@@ -140,7 +140,7 @@ async fn raw_insert(url: &str, events: &[ContextEvent]) -> f64 {
     events.len() as f64 / started.elapsed().as_secs_f64()
 }
 
-/// The store: batches of 1000 from 4 concurrent submitters, until all are committed.
+/// The store: batches of 1000 from 16 concurrent submitters, until all are committed.
 async fn store_ingest(url: &str, events: &[ContextEvent], config: Config) -> f64 {
     let store = ContextStore::start(
         url,
