@@ -480,9 +480,14 @@ async fn self_describing_subtrees_health_and_metrics() {
     let mounts = anon.get("/tree/mounts?depth=2").await.body;
     assert_eq!(mounts["children"]["config"]["children"]["handler"]["value"], "config-store");
     assert_eq!(mounts["children"]["scratch"]["children"]["uri"]["value"], "./scratch");
+    assert_eq!(mounts["children"]["scratch"]["children"]["origin"]["value"], "built-in");
+    assert!(system["children"]["instance"]["value"].as_str().is_some_and(|i| !i.is_empty()));
     let root = anon.get("/tree").await.body;
     let names: Vec<_> = root["children"].as_object().unwrap().keys().cloned().collect();
-    assert_eq!(names, ["config", "mounts", "scratch", "sessions", "subscriptions", "system"]);
+    assert_eq!(
+        names,
+        ["config", "contextstore", "federation", "mounts", "scratch", "sessions", "subscriptions", "system"]
+    );
     let metrics = reqwest::get(SERVER.url("/metrics")).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("dmtree_http_requests_total{method=\"GET\",class=\"2xx\"}"), "{metrics}");
     assert!(metrics.contains("dmtree_http_request_duration_seconds_bucket"));

@@ -8,7 +8,7 @@ use dmtree_core::{Format, Uri, UriLimits, Value};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value as Json, json};
 
-use crate::sse::{SseFrame, SseReader};
+use dmtree_remote::sse::{SseFrame, SseReader};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClientArgs {
@@ -193,6 +193,44 @@ impl Client {
                 Some("xmpp") => println!("messages to {}", display_value(&target["value"])),
                 _ => println!("read it with: dmtree watch --subscription {id}"),
             }
+        }
+        Ok(())
+    }
+
+    /// Mounts a remote tree (`POST /tree/mounts`).
+    pub async fn mount(&self, request: Json) -> anyhow::Result<()> {
+        let out = self.send(self.request(Method::POST, "/tree/mounts").json(&request)).await?;
+        if self.args.json {
+            self.print_json(&out);
+        } else {
+            let id = out["uri"].as_str().and_then(|u| u.rsplit('/').next()).unwrap_or_default();
+            let text = |k: &str| request[k].as_str().unwrap_or_default().to_owned();
+            println!("mounted {} {} at {} as {id}", text("url"), text("remote_uri"), text("at"));
+        }
+        Ok(())
+    }
+
+    /// Unmounts a remote tree given its id, or its mount point (`./…`).
+    pub async fn unmount(&self, mount: &str) -> anyhow::Result<()> {
+        let id = match mount.strip_prefix("./") {
+            None => mount.to_owned(),
+            Some(_) => {
+                let at = parse_uri(mount)?.to_string();
+                let mounts = self.send(self.request(Method::GET, "/tree/mounts?depth=2")).await?;
+                let found = mounts["children"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .find(|(_, m)| m["children"]["uri"]["value"].as_str() == Some(at.as_str()));
+                match found {
+                    Some((id, _)) => id.clone(),
+                    None => anyhow::bail!("{at} is not a mount point (see: dmtree ls ./mounts)"),
+                }
+            }
+        };
+        self.send(self.request(Method::DELETE, &parse_uri(&format!("./mounts/{id}"))?.to_http_path())).await?;
+        if !self.args.json {
+            println!("unmounted {id}");
         }
         Ok(())
     }

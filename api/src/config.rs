@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use dmtree_core::{Meta, TreeConfig, Uri, UriPattern};
+use dmtree_remote::{Credentials, RemoteSpec};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -26,6 +27,7 @@ pub struct ServerConfig {
     pub contextstore: ContextStoreConfig,
     /// Extra handlers to mount at start-up.
     pub mounts: Vec<MountConfig>,
+    pub federation: FederationConfig,
 }
 
 impl Default for ServerConfig {
@@ -42,6 +44,7 @@ impl Default for ServerConfig {
             push: crate::push::PushConfig::default(),
             contextstore: ContextStoreConfig::default(),
             mounts: Vec::new(),
+            federation: FederationConfig::default(),
         }
     }
 }
@@ -168,6 +171,12 @@ pub struct MountConfig {
     pub id: String,
     pub at: Uri,
     pub handler: HandlerKind,
+    /// For `remote`: the other tree (see `RemoteSpec`).
+    pub url: Option<String>,
+    pub remote_uri: Option<Uri>,
+    pub credentials: Option<Credentials>,
+    pub timeout_ms: Option<u64>,
+    pub cache_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -175,6 +184,53 @@ pub struct MountConfig {
 pub enum HandlerKind {
     /// Volatile, transactional scratch space.
     Memory,
+    /// Another dmtree's subtree (federation).
+    Remote,
+}
+
+impl MountConfig {
+    /// The remote spec of a `remote` mount; `None` for other handlers.
+    pub fn remote(&self) -> Result<Option<RemoteSpec>, ConfigError> {
+        let bad = |reason: String| ConfigError::Mount { id: self.id.clone(), reason };
+        let remote_only = self.url.is_some()
+            || self.remote_uri.is_some()
+            || self.credentials.is_some()
+            || self.timeout_ms.is_some()
+            || self.cache_ms.is_some();
+        match self.handler {
+            HandlerKind::Memory if remote_only => {
+                Err(bad("url, remote_uri, credentials, timeout_ms and cache_ms are for remote mounts".into()))
+            }
+            HandlerKind::Memory => Ok(None),
+            HandlerKind::Remote => {
+                let (Some(url), Some(remote_uri)) = (&self.url, &self.remote_uri) else {
+                    return Err(bad("a remote mount needs url and remote_uri".into()));
+                };
+                let mut spec = RemoteSpec::new(url.clone(), remote_uri.clone());
+                spec.credentials = self.credentials.clone();
+                spec.timeout_ms = self.timeout_ms.unwrap_or(spec.timeout_ms);
+                spec.cache_ms = self.cache_ms.unwrap_or(spec.cache_ms);
+                spec.validate().map_err(|e| bad(e.to_string()))?;
+                Ok(Some(spec))
+            }
+        }
+    }
+}
+
+/// This server in a federation of trees.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FederationConfig {
+    /// This server's name in `Dmtree-Via` paths; default: a random id per start.
+    pub instance: Option<String>,
+    /// The longest path a request may take through mounts before it is refused as a loop.
+    pub max_hops: usize,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        Self { instance: None, max_hops: 8 }
+    }
 }
 
 /// Overrides from the environment and the command line (flags win; clap reads both).
@@ -209,6 +265,10 @@ pub enum ConfigError {
     SchemaOutsideStore { pattern: String, mount: String },
     #[error("contextstore.{section}.{name}: {reason}")]
     ContextStore { section: &'static str, name: String, reason: String },
+    #[error("mounts.{id}: {reason}")]
+    Mount { id: String, reason: String },
+    #[error("federation.instance: {0}")]
+    Instance(String),
 }
 
 impl ServerConfig {
@@ -253,6 +313,14 @@ impl ServerConfig {
                 });
             }
         }
+        for m in &self.mounts {
+            m.remote()?;
+        }
+        if let Some(id) = &self.federation.instance
+            && (id.is_empty() || id.contains(',') || !id.chars().all(|c| c.is_ascii_graphic()))
+        {
+            return Err(ConfigError::Instance(format!("{id:?} must be printable ASCII without commas")));
+        }
         Ok(())
     }
 }
@@ -293,6 +361,29 @@ mod tests {
         assert_eq!(c.config_store.schema[0].meta.max, Some(100.0));
         assert_eq!(c.mounts[0].handler, HandlerKind::Memory);
         c.check().unwrap();
+    }
+
+    #[test]
+    fn remote_mounts_are_checked() {
+        let text = r#"
+            [federation]
+            instance = "site-a"
+            [[mounts]]
+            id = "b"
+            at = "./sites/b"
+            handler = "remote"
+            url = "http://127.0.0.1:7879"
+            remote_uri = "./infrastructure"
+            credentials = { token = "t" }
+        "#;
+        let c: ServerConfig = toml::from_str(text).unwrap();
+        c.check().unwrap();
+        let spec = c.mounts[0].remote().unwrap().unwrap();
+        assert_eq!((spec.url.as_str(), spec.token(), spec.timeout_ms), ("http://127.0.0.1:7879", Some("t"), 3000));
+        let broken = text.replace("http://127.0.0.1:7879", "127.0.0.1:7879");
+        assert!(toml::from_str::<ServerConfig>(&broken).unwrap().check().is_err());
+        let memory_with_url = "[[mounts]]\nid = \"m\"\nat = \"./m\"\nhandler = \"memory\"\nurl = \"http://x\"\n";
+        assert!(toml::from_str::<ServerConfig>(memory_with_url).unwrap().check().is_err());
     }
 
     #[test]

@@ -75,7 +75,7 @@ impl ApiError {
 pub fn status_of(code: &str) -> StatusCode {
     match code {
         "node_not_found" | "session_not_found" | "route_not_found" => StatusCode::NOT_FOUND,
-        "node_already_exists" | "concurrent_access" | "transaction_error" => StatusCode::CONFLICT,
+        "node_already_exists" | "concurrent_access" | "transaction_error" | "loop_detected" => StatusCode::CONFLICT,
         "permission_denied" => StatusCode::FORBIDDEN,
         "authentication_required" | "invalid_token" => StatusCode::UNAUTHORIZED,
         "metadata_mismatch" => StatusCode::UNPROCESSABLE_ENTITY,

@@ -87,6 +87,29 @@ enum Command {
     },
     /// Cancel a subscription.
     Unsubscribe { id: String },
+    /// Mount another dmtree's subtree here (it must grant it to the principal of the remote token).
+    Mount {
+        /// Where, e.g. `./sites/b`.
+        at: String,
+        /// The other dmtree, e.g. `http://10.0.0.2:7878`.
+        url: String,
+        /// Its subtree, e.g. `./infrastructure`.
+        remote_uri: String,
+        /// The mount's id under `./mounts` (default: generated).
+        #[arg(long)]
+        id: Option<String>,
+        /// The bearer token the remote knows this tree by.
+        #[arg(long, env = "DMTREE_REMOTE_TOKEN", hide_env_values = true)]
+        remote_token: Option<String>,
+        /// Per-request timeout, ms (default 3000).
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+        /// How long reads may be answered from cache, ms (default 100; 0 never).
+        #[arg(long)]
+        cache_ms: Option<u64>,
+    },
+    /// Unmount a remote tree, by id or by mount point.
+    Unmount { mount: String },
     /// Manage bearer tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -198,6 +221,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             client()?.subscribe(request).await
         }
         Command::Unsubscribe { id } => client()?.rm(&parse_uri(&format!("./subscriptions/{id}"))?).await,
+        Command::Mount { at, url, remote_uri, id, remote_token, timeout_ms, cache_ms } => {
+            let mut request = serde_json::json!({ "at": parse_uri(at)?.to_string(), "url": url, "remote_uri": parse_uri(remote_uri)?.to_string() });
+            let optional = [
+                ("id", id.as_ref().map(|v| serde_json::json!(v))),
+                ("credentials", remote_token.as_ref().map(|t| serde_json::json!({ "token": t }))),
+                ("timeout_ms", timeout_ms.map(|v| serde_json::json!(v))),
+                ("cache_ms", cache_ms.map(|v| serde_json::json!(v))),
+            ];
+            for (key, value) in optional {
+                if let Some(v) = value {
+                    request[key] = v;
+                }
+            }
+            client()?.mount(request).await
+        }
+        Command::Unmount { mount } => client()?.unmount(mount).await,
         Command::Context(ContextCommand::Record { kind, from, to, sender, out, mount }) => {
             let mut query = serde_json::json!({ "type": kind, "limit": 1000 });
             for (key, value) in [("from", from), ("to", to), ("sender", sender)] {

@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use utoipa::OpenApi;
 
-use crate::rest::{events, ops, sessions, tree};
+use crate::rest::{events, federation, ops, sessions, tree};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,12 +18,13 @@ Errors are `{\"error\": {\"code\", \"uri\", \"message\"}}`."
     paths(
         tree::get_node, tree::put_node, tree::post_node, tree::patch_node, tree::delete_node, tree::exec_node,
         sessions::open, sessions::list, sessions::show, sessions::commit, sessions::rollback, sessions::close,
-        events::events, ops::healthz, ops::metrics, ops::openapi,
+        events::events, federation::grant, ops::healthz, ops::metrics, ops::openapi,
     ),
     tags(
         (name = "tree", description = "Read and write nodes"),
         (name = "sessions", description = "Shared, exclusive and atomic sessions"),
         (name = "events", description = "Change notifications"),
+        (name = "federation", description = "Mounting other trees, and being mounted"),
         (name = "ops", description = "Health, metrics and this contract"),
     )
 )]

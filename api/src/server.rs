@@ -11,6 +11,7 @@ use dmtree_core::{Acl, MemoryHandler, Tree, Uri};
 
 use crate::auth;
 use crate::config::{HandlerKind, ServerConfig};
+use crate::federation::Federation;
 use crate::metrics::Metrics;
 use crate::push::Push;
 use crate::push::handler::SubscriptionsHandler;
@@ -51,11 +52,12 @@ pub async fn build(config: ServerConfig) -> anyhow::Result<AppState> {
         .collect();
     tree.mount("config", mount.clone(), Arc::new(ConfigStore::open(state.clone(), schema).await?))?;
     for m in &config.mounts {
-        let handler = match m.handler {
-            HandlerKind::Memory => Arc::new(MemoryHandler::default()),
-        };
-        tree.mount(&m.id, m.at.clone(), handler)?;
+        // Remote mounts are the federation's.
+        if m.handler == HandlerKind::Memory {
+            tree.mount(&m.id, m.at.clone(), Arc::new(MemoryHandler::default()))?;
+        }
     }
+    let federation = Federation::start(&tree, state.clone(), &config).await?;
     let push = Push::start(tree.clone(), state.clone(), config.push.clone()).await?;
     let subscriptions = Uri::root().join_name("subscriptions");
     tree.mount("subscriptions", subscriptions.clone(), Arc::new(SubscriptionsHandler::new(Arc::downgrade(&push))))?;
@@ -72,8 +74,16 @@ pub async fn build(config: ServerConfig) -> anyhow::Result<AppState> {
     }
     let metrics = Arc::new(Metrics::default());
     let (started, started_at) = (Instant::now(), chrono::Utc::now());
-    system::mount(&tree, metrics.clone(), started, started_at)?;
-    Ok(AppState::new(App { tree, tokens, metrics, config, push, shutdown: tokio::sync::watch::channel(false).0 }))
+    system::mount(&tree, metrics.clone(), started, started_at, federation.local.instance.clone())?;
+    Ok(AppState::new(App {
+        tree,
+        tokens,
+        metrics,
+        config,
+        push,
+        federation,
+        shutdown: tokio::sync::watch::channel(false).0,
+    }))
 }
 
 fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {

@@ -1,4 +1,5 @@
-//! The tree describes itself: `./system`, `./mounts` and `./sessions`.
+//! The tree describes itself: `./system` and `./sessions` (and, in
+//! `federation::mounts`, `./mounts`).
 
 use std::sync::{Arc, Weak};
 use std::time::Instant;
@@ -14,6 +15,7 @@ pub fn mount(
     metrics: Arc<Metrics>,
     started: Instant,
     started_at: DateTime<Utc>,
+    instance: Arc<str>,
 ) -> dmtree_core::Result<()> {
     let at = |name: &str| Uri::root().join_name(name);
     let weak = Arc::downgrade(tree);
@@ -22,15 +24,7 @@ pub fn mount(
         at("system"),
         Arc::new(SnapshotHandler::new("system", {
             let weak = weak.clone();
-            move || system(&weak, &metrics, started, started_at)
-        })),
-    )?;
-    tree.mount(
-        "mounts",
-        at("mounts"),
-        Arc::new(SnapshotHandler::new("mounts", {
-            let weak = weak.clone();
-            move || mounts(&weak)
+            move || system(&weak, &metrics, started, started_at, &instance)
         })),
     )?;
     tree.mount("sessions", at("sessions"), Arc::new(SnapshotHandler::new("sessions", move || sessions(&weak))))?;
@@ -41,7 +35,7 @@ fn time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-fn system(tree: &Weak<Tree>, metrics: &Metrics, started: Instant, started_at: DateTime<Utc>) -> Json {
+fn system(tree: &Weak<Tree>, metrics: &Metrics, started: Instant, started_at: DateTime<Utc>, instance: &str) -> Json {
     let Some(tree) = tree.upgrade() else { return json!({}) };
     let mut requests: Map<String, Json> =
         metrics.by_method().map(|(m, n)| (m.to_ascii_lowercase(), json!(n))).collect();
@@ -51,6 +45,7 @@ fn system(tree: &Weak<Tree>, metrics: &Metrics, started: Instant, started_at: Da
     }
     json!({
         "version": env!("CARGO_PKG_VERSION"),
+        "instance": instance,
         "started": time(started_at),
         "uptime_seconds": started.elapsed().as_secs(),
         "revision": tree.events().head(),
@@ -61,17 +56,6 @@ fn system(tree: &Weak<Tree>, metrics: &Metrics, started: Instant, started_at: Da
         },
         "sessions": { "open": tree.sessions().len() },
     })
-}
-
-fn mounts(tree: &Weak<Tree>) -> Json {
-    let Some(tree) = tree.upgrade() else { return json!({}) };
-    tree.mounts()
-        .iter()
-        .map(|m| {
-            (m.id.clone(), json!({ "uri": m.at.to_string(), "handler": m.handler.kind(), "since": time(m.since) }))
-        })
-        .collect::<Map<_, _>>()
-        .into()
 }
 
 fn sessions(tree: &Weak<Tree>) -> Json {

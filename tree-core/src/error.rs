@@ -16,6 +16,9 @@ pub enum DmtError {
     NodeNotFound { uri: String },
     #[error("node {uri} already exists")]
     NodeAlreadyExists { uri: String },
+    /// Something in the way that is not simply a node (a mount point, say).
+    #[error("{reason}")]
+    Conflict { uri: String, reason: String },
     #[error("{principal} lacks {perm} on {uri}")]
     PermissionDenied { uri: String, principal: String, perm: Permission, anonymous: bool },
     #[error("{reason}")]
@@ -44,6 +47,15 @@ pub enum DmtError {
     SessionNotFound { id: String },
     #[error("{uri} is outside the session root {root}")]
     OutsideSession { uri: String, root: String },
+    #[error("{reason}")]
+    LoopDetected { uri: String, reason: String },
+    /// A federated request outside what this tree granted the caller.
+    #[error("{reason}")]
+    NotGranted { uri: String, reason: String },
+    /// An error a remote tree answered, passed through with its code and
+    /// message; only the URI is made local.
+    #[error("{message}")]
+    Forwarded { code: &'static str, uri: String, message: String },
 }
 
 impl DmtError {
@@ -68,6 +80,10 @@ impl DmtError {
             DmtError::LimitExceeded { .. } => "limit_exceeded",
             DmtError::SessionNotFound { .. } => "session_not_found",
             DmtError::OutsideSession { .. } => "outside_session",
+            DmtError::LoopDetected { .. } => "loop_detected",
+            DmtError::NotGranted { .. } => "permission_denied",
+            DmtError::Conflict { .. } => "node_already_exists",
+            DmtError::Forwarded { code, .. } => code,
         }
     }
 
@@ -89,7 +105,11 @@ impl DmtError {
             | DmtError::RemoteError { uri, .. }
             | DmtError::FeatureNotSupported { uri, .. }
             | DmtError::LimitExceeded { uri, .. }
-            | DmtError::OutsideSession { uri, .. } => uri,
+            | DmtError::OutsideSession { uri, .. }
+            | DmtError::LoopDetected { uri, .. }
+            | DmtError::NotGranted { uri, .. }
+            | DmtError::Conflict { uri, .. }
+            | DmtError::Forwarded { uri, .. } => uri,
         }
     }
 
@@ -147,6 +167,10 @@ impl DmtError {
         DmtError::FeatureNotSupported { uri: uri.to_string(), reason: reason.into() }
     }
 
+    pub fn remote(uri: &Uri, reason: impl Into<String>) -> Self {
+        DmtError::RemoteError { uri: uri.to_string(), reason: reason.into() }
+    }
+
     pub fn limit(uri: &Uri, reason: impl Into<String>) -> Self {
         DmtError::LimitExceeded { uri: uri.to_string(), reason: reason.into() }
     }
@@ -169,7 +193,11 @@ impl DmtError {
             | DmtError::RemoteError { uri, .. }
             | DmtError::FeatureNotSupported { uri, .. }
             | DmtError::LimitExceeded { uri, .. }
-            | DmtError::OutsideSession { uri, .. } => *uri = text,
+            | DmtError::OutsideSession { uri, .. }
+            | DmtError::LoopDetected { uri, .. }
+            | DmtError::NotGranted { uri, .. }
+            | DmtError::Conflict { uri, .. }
+            | DmtError::Forwarded { uri, .. } => *uri = text,
         }
         self
     }

@@ -78,6 +78,10 @@ pub struct Event {
     pub value: Option<Json>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
+    /// For an event bridged from a remote tree: the instances it came
+    /// through, the one where it happened first. Empty for local events.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub via: Vec<String>,
 }
 
 /// An event before it has a revision.
@@ -89,11 +93,24 @@ pub struct EventDraft {
     principal: Option<String>,
     value: Option<Value>,
     session: Option<String>,
+    via: Vec<String>,
 }
 
 impl EventDraft {
     pub fn new(kind: EventKind, uri: Uri) -> Self {
-        Self { kind, uri, to: None, principal: None, value: None, session: None }
+        Self { kind, uri, to: None, principal: None, value: None, session: None, via: Vec::new() }
+    }
+
+    pub fn via(mut self, via: Vec<String>) -> Self {
+        self.via = via;
+        self
+    }
+
+    /// The same draft with its URIs taken as relative to `mount`.
+    pub(crate) fn under(mut self, mount: &Uri) -> Self {
+        self.uri = mount.concat(&self.uri);
+        self.to = self.to.map(|to| mount.concat(&to));
+        self
     }
 
     pub fn to(mut self, to: Uri) -> Self {
@@ -131,6 +148,7 @@ impl EventDraft {
             format: self.value.as_ref().map(Value::format),
             value: self.value.as_ref().map(Value::to_json),
             session: self.session,
+            via: self.via,
         }
     }
 }

@@ -96,11 +96,24 @@ pub trait DataHandler: Send + Sync + 'static {
 
     async fn rollback(&self, _tx: TxId) {}
 
+    /// Whether the handler reports every change under it through its
+    /// [`ChangeSink`], writes made through the tree included; the tree then
+    /// records no events of its own for them (a remote tree's changes arrive,
+    /// in the remote's order, over its event bridge).
+    fn reports_own_changes(&self) -> bool {
+        false
+    }
+
     /// Called once when mounted, with the sink for changes the handler observes itself.
     fn attach(&self, _sink: ChangeSink) {}
 
     /// Called when unmounted: stop background work.
     fn detach(&self) {}
+
+    /// The handler's own state, shown under `./mounts/<id>/monitoring` (a remote's reachability, say).
+    fn status(&self) -> Option<Json> {
+        None
+    }
 }
 
 fn not_allowed(path: &Uri, op: &str) -> DmtError {
@@ -124,5 +137,10 @@ impl ChangeSink {
     pub fn emit(&self, kind: EventKind, path: &Uri, value: Option<&Value>) {
         let uri = self.mount.concat(path);
         self.log.publish(vec![crate::event::EventDraft::new(kind, uri).value(value.cloned())]);
+    }
+
+    /// Records a change described in full; its URIs are relative to the mount.
+    pub fn emit_draft(&self, draft: crate::event::EventDraft) {
+        self.log.publish(vec![draft.under(&self.mount)]);
     }
 }

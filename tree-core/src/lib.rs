@@ -24,6 +24,7 @@ pub mod store;
 pub mod tree;
 pub mod uri;
 pub mod value;
+pub mod via;
 
 pub use acl::{Acl, Permission, Principal};
 pub use error::{DmtError, Result};
@@ -40,3 +41,4 @@ pub use store::{MemoryTreeStore, TreeStore};
 pub use tree::{Caller, Content, NodeView, Precondition, Tree, TreeConfig, Versions, Write, WriteOutcome};
 pub use uri::{Uri, UriError, UriLimits};
 pub use value::{Format, Value};
+pub use via::Via;

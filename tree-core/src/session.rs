@@ -86,13 +86,19 @@ impl TxState {
         Self { atomic: true, ..Self::new(id, principal, Some(session)) }
     }
 
+    /// Called before each write to a handler, so that one failing half-way is rolled back too.
     pub fn touch(&mut self, mount: &Arc<Mount>) {
         if !self.touched.iter().any(|m| Arc::ptr_eq(m, mount)) {
             self.touched.push(mount.clone());
         }
     }
 
-    pub fn record(&mut self, draft: EventDraft) {
+    /// Records the event of a change made through `mount`, unless its handler
+    /// reports its changes itself (a remote's arrive over its event bridge).
+    pub fn record(&mut self, mount: &Mount, draft: EventDraft) {
+        if mount.handler.reports_own_changes() {
+            return;
+        }
         let draft = draft.principal(self.principal.name()).session(self.session.clone());
         self.events.push(draft);
     }

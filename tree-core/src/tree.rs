@@ -549,9 +549,11 @@ impl Tree {
         let tree = self.clone();
         let principal = caller.principal.clone();
         let session = caller.session.map(str::to_owned);
-        finish(tokio::spawn(async move {
-            tree.write_now(&Caller::new(&principal).in_session(session.as_deref()), op).await
-        }))
+        // The federation path goes with the write into its task.
+        let via = crate::via::Via::current();
+        finish(tokio::spawn(
+            via.scope(async move { tree.write_now(&Caller::new(&principal).in_session(session.as_deref()), op).await }),
+        ))
         .await
     }
 
@@ -700,13 +702,14 @@ impl Tree {
     async fn op_create(&self, tx: &mut TxState, parent: &Uri, request: &Json) -> Result<OpResult> {
         self.require(&tx.principal, parent, Permission::Add)?;
         let Route::Mounted(mount, rel) = self.route(parent) else { return Ok(OpResult::NotCreated) };
+        // Touched before the call: a handler that fails half-way is rolled back too.
+        tx.touch(&mount);
         let cx = Self::cx(&tx.principal, Some(tx.id), &mount);
         let Some(name) = mount.handler.create(cx, &rel, request).await.map_err(|e| e.with_uri(parent))? else {
             return Ok(OpResult::NotCreated);
         };
         let uri = parent.join_name(&name);
-        tx.touch(&mount);
-        tx.record(EventDraft::new(EventKind::Added, uri.clone()));
+        tx.record(&mount, EventDraft::new(EventKind::Added, uri.clone()));
         Ok(OpResult::Written(WriteOutcome { uri, created: true, version: 0 }))
     }
 
@@ -811,13 +814,13 @@ impl Tree {
             NewNode::Leaf(v) => Some(v.clone()),
             NewNode::Interior => None,
         };
+        tx.touch(&mount);
         mount
             .handler
             .add(Self::cx(&tx.principal, Some(tx.id), &mount), &rel, node)
             .await
             .map_err(|e| e.with_uri(uri))?;
-        tx.touch(&mount);
-        tx.record(EventDraft::new(EventKind::Added, uri.clone()).value(value));
+        tx.record(&mount, EventDraft::new(EventKind::Added, uri.clone()).value(value));
         Ok(())
     }
 
@@ -827,10 +830,10 @@ impl Tree {
         meta.check_operation(Operation::Replace).map_err(|e| DmtError::meta(uri, e))?;
         meta.check_value(&value).map_err(|e| DmtError::meta(uri, e))?;
         self.require_writable(tx, &mount, uri)?;
+        tx.touch(&mount);
         let cx = Self::cx(&tx.principal, Some(tx.id), &mount);
         mount.handler.replace(cx, &rel, value.clone()).await.map_err(|e| e.with_uri(uri))?;
-        tx.touch(&mount);
-        tx.record(EventDraft::new(EventKind::Replaced, uri.clone()).value(Some(value)));
+        tx.record(&mount, EventDraft::new(EventKind::Replaced, uri.clone()).value(Some(value)));
         Ok(())
     }
 
@@ -839,10 +842,10 @@ impl Tree {
         let (mount, rel, meta) = self.meta(&tx.principal, Some(tx.id), uri).await?;
         meta.check_operation(Operation::Replace).map_err(|e| DmtError::meta(uri, e))?;
         self.require_writable(tx, &mount, uri)?;
+        tx.touch(&mount);
         let cx = Self::cx(&tx.principal, Some(tx.id), &mount);
         mount.handler.set_props(cx, &rel, patch).await.map_err(|e| e.with_uri(uri))?;
-        tx.touch(&mount);
-        tx.record(EventDraft::new(EventKind::Replaced, uri.clone()));
+        tx.record(&mount, EventDraft::new(EventKind::Replaced, uri.clone()));
         Ok(())
     }
 
@@ -863,12 +866,12 @@ impl Tree {
         let (mount, rel, meta) = self.meta(&tx.principal, Some(tx.id), uri).await?;
         meta.check_operation(Operation::Delete).map_err(|e| DmtError::meta(uri, e))?;
         self.require_writable(tx, &mount, uri)?;
-        mount.handler.delete(Self::cx(&tx.principal, Some(tx.id), &mount), &rel).await.map_err(|e| e.with_uri(uri))?;
         tx.touch(&mount);
+        mount.handler.delete(Self::cx(&tx.principal, Some(tx.id), &mount), &rel).await.map_err(|e| e.with_uri(uri))?;
         let doomed =
             self.acls.read().entries().into_iter().filter(|(u, _)| uri.is_prefix_of(u)).map(|(u, _)| (u, None));
         tx.acls.extend(doomed);
-        tx.record(EventDraft::new(EventKind::Deleted, uri.clone()));
+        tx.record(&mount, EventDraft::new(EventKind::Deleted, uri.clone()));
         Ok(())
     }
 
@@ -885,19 +888,19 @@ impl Tree {
         if rel.is_root() {
             return Err(DmtError::not_allowed(uri, "a mount point cannot be renamed"));
         }
+        tx.touch(&mount);
         mount
             .handler
             .rename(Self::cx(&tx.principal, Some(tx.id), &mount), &rel, new_name)
             .await
             .map_err(|e| e.with_uri(uri))?;
-        tx.touch(&mount);
         let moved: Vec<_> = self.acls.read().entries().into_iter().filter(|(u, _)| uri.is_prefix_of(u)).collect();
         for (old, acl) in moved {
             let new = old.rebase(uri, &to).unwrap_or_else(|| to.clone());
             tx.acls.push((old, None));
             tx.acls.push((new, Some((*acl).clone())));
         }
-        tx.record(EventDraft::new(EventKind::Renamed, uri.clone()).to(to.clone()));
+        tx.record(&mount, EventDraft::new(EventKind::Renamed, uri.clone()).to(to.clone()));
         self.outcome(tx, &to, true).await
     }
 
@@ -912,10 +915,10 @@ impl Tree {
         }
         meta.check_operation(Operation::Add).map_err(|e| DmtError::meta(to, e))?;
         self.require_writable(tx, &mount, to)?;
+        tx.touch(&mount);
         let cx = Self::cx(&tx.principal, Some(tx.id), &mount);
         mount.handler.copy(cx, &from_rel, &to_rel).await.map_err(|e| e.with_uri(to))?;
-        tx.touch(&mount);
-        tx.record(EventDraft::new(EventKind::Copied, from.clone()).to(to.clone()));
+        tx.record(&mount, EventDraft::new(EventKind::Copied, from.clone()).to(to.clone()));
         self.outcome(tx, to, true).await
     }
 
@@ -928,7 +931,7 @@ impl Tree {
             .exec(Self::cx(&tx.principal, Some(tx.id), &mount), &rel, data)
             .await
             .map_err(|e| e.with_uri(uri))?;
-        tx.record(EventDraft::new(EventKind::Exec, uri.clone()));
+        tx.record(&mount, EventDraft::new(EventKind::Exec, uri.clone()));
         Ok(out)
     }
 

@@ -36,6 +36,7 @@ mod tests {
             format: Some(dmtree_core::Format::Int),
             value: Some(json!(42)),
             session: None,
+            via: Vec::new(),
         };
         let delivery = Delivery::Event(Arc::new(e));
         let (rev, body, uri) = message("s\"1", &delivery);

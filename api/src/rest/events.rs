@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
+use axum::response::IntoResponse;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use dmtree_core::{Delivery, Feed, Filter, UriPattern};
-use futures::Stream;
+use dmtree_remote::REVISION_HEADER;
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -38,7 +39,8 @@ struct Stream_ {
 /// Stream events as SSE: `id` is the revision, `event` the kind, `data` the event JSON.
 /// Resumes after `Last-Event-ID` (or `since`); without either, starts live (or, for a
 /// subscription, where it last stopped). When events are no longer retained, an
-/// `event: gap` names the missing revisions.
+/// `event: gap` names the missing revisions. The `Dmtree-Revision` header gives the
+/// revision the stream starts after.
 #[utoipa::path(
     get, path = "/events", tag = "events",
     params(
@@ -48,7 +50,8 @@ struct Stream_ {
         ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this revision (wins over `since`)"),
     ),
     responses(
-        (status = 200, description = "An SSE stream", content_type = "text/event-stream", body = String),
+        (status = 200, description = "An SSE stream", content_type = "text/event-stream", body = String,
+            headers(("Dmtree-Revision" = u64, description = "The revision the stream starts after"))),
         (status = "4XX", description = "Error", body = ErrorBody),
     )
 )]
@@ -57,7 +60,7 @@ pub async fn events(
     Auth(principal): Auth,
     params: Params,
     headers: HeaderMap,
-) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+) -> ApiResult<impl IntoResponse> {
     params.allow(&["uri", "since", "subscription"])?;
     let resume = match headers.get("last-event-id") {
         Some(v) => Some(
@@ -69,6 +72,7 @@ pub async fn events(
         None => params.number("since")?,
     };
     let buffer = app.config.push.buffer;
+    let mut start = app.tree.events().head();
     let (feed, attached) = match params.get("subscription") {
         Some(id) => {
             if params.get("uri").is_some() {
@@ -77,11 +81,13 @@ pub async fn events(
             let attached = app.push.attach(id, &principal)?;
             let sub = attached.subscription();
             let since = resume.unwrap_or_else(|| sub.position());
+            start = since;
             (app.tree.subscribe(sub.spec.principal(), sub.spec.filter(), since, buffer), Some(attached))
         }
         None => {
             let pattern = UriPattern::parse(params.get("uri").unwrap_or("./**"), app.tree.limits())?;
-            let since = resume.unwrap_or_else(|| app.tree.events().head());
+            let since = resume.unwrap_or(start);
+            start = since;
             (app.tree.subscribe(principal, Filter::new(pattern), since, buffer), None)
         }
     };
@@ -94,9 +100,11 @@ pub async fn events(
     };
     let stream = futures::stream::unfold(stream, |mut s| async move {
         let next = s.next_event().await?;
-        Some((Ok(next), s))
+        Some((Ok::<_, Infallible>(next), s))
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    let sse = Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)));
+    // Where the stream starts: a reader that saw nothing yet can still resume from here.
+    Ok(([(REVISION_HEADER, start.to_string())], sse))
 }
 
 impl Stream_ {

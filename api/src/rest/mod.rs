@@ -1,6 +1,7 @@
 //! The HTTP surface: routes, and the layers every request passes through.
 
 pub mod events;
+pub mod federation;
 pub mod ops;
 pub mod sessions;
 pub mod tree;
@@ -31,11 +32,13 @@ pub fn router(state: AppState) -> Router {
         .route("/sessions/{id}/commit", post(sessions::commit))
         .route("/sessions/{id}/rollback", post(sessions::rollback))
         .route("/events", get(events::events))
+        .route("/federation/grant", get(federation::grant))
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.yaml", get(ops::openapi))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(state.clone(), crate::federation::via::federated))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(CatchPanicLayer::custom(panic_response))

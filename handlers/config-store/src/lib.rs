@@ -4,13 +4,15 @@
 //!   served from memory and written through to SQLite;
 //! - the tree's event journal and ACLs ([`SqliteState`] implements `TreeStore`);
 //! - bearer-token hashes ([`TokenRecord`]);
-//! - push subscriptions and their delivery positions ([`StoredSubscription`]).
+//! - push subscriptions and their delivery positions ([`StoredSubscription`]);
+//! - federation: remote mounts, grants and event-bridge positions ([`StoredJson`]).
 //!
 //! All writes go through one connection, so SQLite never has two writers to
 //! arbitrate; reads at start-up and journal replays use a small pool.
 
 mod codec;
 mod config_store;
+mod federation;
 mod subscriptions;
 mod tokens;
 mod tree_store;
@@ -24,6 +26,7 @@ use sqlx::{ConnectOptions, SqliteConnection, SqlitePool};
 use tokio::sync::Mutex;
 
 pub use config_store::{ConfigStore, SchemaRule};
+pub use federation::StoredJson;
 pub use subscriptions::StoredSubscription;
 pub use tokens::TokenRecord;
 

@@ -1,4 +1,4 @@
-//! A reader for Server-Sent Events streams (the `watch` command, and tests).
+//! A reader for Server-Sent Events streams: the event bridge, `dmtree watch`, tests.
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt as _};

@@ -1,0 +1,276 @@
+//! Federation, the serving side: remote mounts (made from the config file or
+//! through `./mounts`), the grants other trees mount ours by, the grant check
+//! they call before mounting, and the `Dmtree-Via` rules every federated
+//! request passes (no loops, no more than `max_hops`, nothing outside a grant).
+
+pub mod grants;
+pub mod mounts;
+pub mod via;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use dmtree_config_store::SqliteState;
+use dmtree_core::{DmtError, Tree, Uri};
+use dmtree_remote::{Local, RemoteHandler, RemoteSpec};
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value as Json, json};
+
+use crate::config::ServerConfig;
+use grants::{Grants, GrantsHandler};
+
+/// Where a remote mount came from: only those made through the API can be unmounted there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Config,
+    Api,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Config => "config",
+            Origin::Api => "api",
+        }
+    }
+}
+
+pub struct RemoteMount {
+    pub at: Uri,
+    pub handler: Arc<RemoteHandler>,
+    pub origin: Origin,
+}
+
+/// A mount request (`POST /tree/mounts`, `dmtree mount`), and how one is stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountRequest {
+    pub id: Option<String>,
+    pub at: Uri,
+    pub url: String,
+    pub remote_uri: Uri,
+    pub credentials: Option<dmtree_remote::Credentials>,
+    pub timeout_ms: Option<u64>,
+    pub cache_ms: Option<u64>,
+}
+
+impl MountRequest {
+    fn spec(&self) -> RemoteSpec {
+        let mut spec = RemoteSpec::new(self.url.clone(), self.remote_uri.clone());
+        spec.credentials = self.credentials.clone();
+        spec.timeout_ms = self.timeout_ms.unwrap_or(spec.timeout_ms);
+        spec.cache_ms = self.cache_ms.unwrap_or(spec.cache_ms);
+        spec
+    }
+}
+
+pub struct Federation {
+    pub local: Local,
+    pub grants: Arc<Grants>,
+    remotes: RwLock<BTreeMap<String, RemoteMount>>,
+    state: SqliteState,
+    tree: Weak<Tree>,
+    /// Serialises mounts and unmounts, so checks and the table agree.
+    changing: tokio::sync::Mutex<()>,
+}
+
+/// How often event-bridge positions are saved.
+const SAVE_POSITIONS: Duration = Duration::from_millis(250);
+
+impl Federation {
+    /// Loads grants and remote mounts, and mounts `./federation/grants` and `./mounts`.
+    pub async fn start(tree: &Arc<Tree>, state: SqliteState, config: &ServerConfig) -> anyhow::Result<Arc<Self>> {
+        let instance = config.federation.instance.clone().unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        let local = Local { instance: instance.into(), max_hops: config.federation.max_hops };
+        let grants = Grants::load(state.clone()).await?;
+        let at = Uri::root().join_name("federation");
+        tree.mount(
+            "federation-grants",
+            at.join_name("grants"),
+            Arc::new(GrantsHandler::new(grants.clone(), at.join_name("grants"))),
+        )?;
+        // Grants are the owner's business alone.
+        tree.ensure_acl(&at, "Get=admin&Add=admin&Delete=admin&Replace=admin&Exec=admin".parse()?).await?;
+        let fed = Arc::new(Self {
+            local,
+            grants,
+            remotes: RwLock::default(),
+            state,
+            tree: Arc::downgrade(tree),
+            changing: tokio::sync::Mutex::new(()),
+        });
+        for m in &config.mounts {
+            if let Some(spec) = m.remote()? {
+                fed.attach(tree, &m.id, m.at.clone(), spec, Origin::Config).await?;
+            }
+        }
+        for row in fed.state.remote_mounts().await? {
+            let req: MountRequest = serde_json::from_str(&row.json)
+                .map_err(|e| anyhow::anyhow!("stored mount {} is unreadable: {e}", row.id))?;
+            fed.attach(tree, &row.id, req.at.clone(), req.spec(), Origin::Api).await?;
+        }
+        tree.mount(
+            "mounts",
+            Uri::root().join_name("mounts"),
+            Arc::new(mounts::MountsHandler::new(Arc::downgrade(tree), Arc::downgrade(&fed))),
+        )?;
+        tokio::spawn(save_positions(Arc::downgrade(&fed)));
+        Ok(fed)
+    }
+
+    /// Mounts a remote found at start-up, without asking it first: it may be down, and comes back by itself.
+    async fn attach(&self, tree: &Tree, id: &str, at: Uri, spec: RemoteSpec, origin: Origin) -> anyhow::Result<()> {
+        let resume = self.state.bridge_position(id, &remote_key(&spec)).await?;
+        let handler =
+            Arc::new(RemoteHandler::new(spec, &self.local, resume).map_err(|e| anyhow::anyhow!("mounts.{id}: {e}"))?);
+        tree.mount(id, at.clone(), handler.clone())?;
+        self.remotes.write().insert(id.to_owned(), RemoteMount { at, handler, origin });
+        Ok(())
+    }
+
+    pub fn remote(&self, id: &str) -> Option<(Uri, Arc<RemoteHandler>, Origin)> {
+        self.remotes.read().get(id).map(|m| (m.at.clone(), m.handler.clone(), m.origin))
+    }
+
+    fn tree(&self, at: &Uri) -> dmtree_core::Result<Arc<Tree>> {
+        self.tree.upgrade().ok_or_else(|| DmtError::store(at, "the server is shutting down"))
+    }
+
+    /// `POST /tree/mounts`: checks the request, asks the remote for its grant
+    /// (and so for loops), then mounts and records it; all or nothing.
+    pub async fn mount(&self, collection: &Uri, request: &Json) -> dmtree_core::Result<String> {
+        let req: MountRequest = serde_json::from_value(request.clone()).map_err(|e| {
+            DmtError::invalid_data(
+                collection,
+                format!("{e}; expected {{\"id\"?, \"at\", \"url\", \"remote_uri\", \"credentials\"?: {{\"token\"}}, \"timeout_ms\"?, \"cache_ms\"?}}"),
+            )
+        })?;
+        let tree = self.tree(collection)?;
+        let id =
+            req.id.clone().unwrap_or_else(|| format!("remote-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
+        check_id(collection, &id)?;
+        let _changing = self.changing.lock().await;
+        self.refuse_overlap(&tree, &id, &req.at)?;
+        let handler = Arc::new(
+            RemoteHandler::new(req.spec(), &self.local, None).map_err(|e| DmtError::invalid_data(&req.at, e))?,
+        );
+        let answer = handler.check(&req.at, &Uri::root()).await?;
+        let stored = MountRequest { id: Some(id.clone()), ..req.clone() };
+        let json = serde_json::to_string(&stored).map_err(|e| DmtError::store(&req.at, e.to_string()))?;
+        tree.mount(&id, req.at.clone(), handler.clone())?;
+        if let Err(e) = self.state.add_remote_mount(&id, &json, chrono::Utc::now().timestamp_millis()).await {
+            let _ = tree.unmount(&req.at);
+            return Err(DmtError::store(&req.at, e.to_string()));
+        }
+        tracing::info!(id, at = %req.at, url = %req.url, remote_uri = %req.remote_uri, rights = %answer["rights"], "mounted a remote tree");
+        self.remotes.write().insert(id.clone(), RemoteMount { at: req.at, handler, origin: Origin::Api });
+        Ok(id)
+    }
+
+    /// A mount point must be new ground: not at, inside or above another mount.
+    fn refuse_overlap(&self, tree: &Tree, id: &str, at: &Uri) -> dmtree_core::Result<()> {
+        if at.is_root() {
+            return Err(DmtError::not_allowed(at, "the root cannot be a mount point"));
+        }
+        let conflict = |reason: String| DmtError::Conflict { uri: at.to_string(), reason };
+        if tree.mounts().iter().any(|m| m.id == id) {
+            return Err(conflict(format!("there is already a mount {id}")));
+        }
+        match tree.mounts().into_iter().find(|m| m.at.overlaps(at)) {
+            Some(m) if m.at == *at => {
+                Err(conflict(format!("{at} is already a mount point ({}); unmount it first", m.id)))
+            }
+            Some(m) => Err(conflict(format!("{at} overlaps the mount {} at {}", m.id, m.at))),
+            None => Ok(()),
+        }
+    }
+
+    /// `DELETE /tree/mounts/<id>`: only remote mounts made through the API.
+    pub async fn unmount(&self, node: &Uri, id: &str) -> dmtree_core::Result<()> {
+        let tree = self.tree(node)?;
+        let _changing = self.changing.lock().await;
+        let Some((at, _, origin)) = self.remote(id) else {
+            return match tree.mounts().iter().any(|m| m.id == id) {
+                true => Err(DmtError::not_allowed(node, format!("{id} is a built-in mount, not a remote tree"))),
+                false => Err(DmtError::not_found(node)),
+            };
+        };
+        if origin == Origin::Config {
+            return Err(DmtError::not_allowed(
+                node,
+                format!("{id} comes from the configuration file; remove it there"),
+            ));
+        }
+        self.state.remove_remote_mount(id).await.map_err(|e| DmtError::store(node, e.to_string()))?;
+        tree.unmount(&at)?;
+        self.remotes.write().remove(id);
+        tracing::info!(id, %at, "unmounted a remote tree");
+        Ok(())
+    }
+
+    /// For a grant check of `subtree`: asks every remote mounted at or below it
+    /// (or above it) in turn, one hop further. A loop anywhere fails the whole
+    /// check; other trouble down there is reported, not fatal.
+    pub async fn check_nested(&self, subtree: &Uri) -> dmtree_core::Result<Vec<Json>> {
+        let overlapping: Vec<(String, Uri, Arc<RemoteHandler>)> = self
+            .remotes
+            .read()
+            .iter()
+            .filter(|(_, m)| m.at.overlaps(subtree))
+            .map(|(id, m)| (id.clone(), m.at.clone(), m.handler.clone()))
+            .collect();
+        let mut nested = Vec::new();
+        for (id, at, handler) in overlapping {
+            let rel = subtree.strip_prefix(&at).unwrap_or_default();
+            match handler.check(&at, &rel).await {
+                Ok(answer) => nested.push(json!({ "mount": id, "at": at.to_string(), "answer": answer })),
+                Err(e) if e.code() == "loop_detected" => return Err(e),
+                Err(e) => nested.push(json!({ "mount": id, "at": at.to_string(), "error": e.to_string() })),
+            }
+        }
+        Ok(nested)
+    }
+
+    /// What `./mounts/<id>` adds for a remote mount.
+    pub fn origin(&self, id: &str) -> Option<Origin> {
+        self.remotes.read().get(id).map(|m| m.origin)
+    }
+}
+
+/// Mount and grant ids become node names and appear in logs: keep them plain.
+pub fn check_id(collection: &Uri, id: &str) -> dmtree_core::Result<()> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if (1..=64).contains(&id.len()) && id.chars().all(plain) && id != "." && id != ".." {
+        Ok(())
+    } else {
+        Err(DmtError::invalid_data(collection, format!("id {id:?} must be 1 to 64 of A-Z a-z 0-9 - _ .")))
+    }
+}
+
+fn remote_key(spec: &RemoteSpec) -> String {
+    format!("{} {}", spec.url, spec.remote_uri)
+}
+
+/// Saves where each event bridge stopped, so a restart resumes there.
+async fn save_positions(fed: Weak<Federation>) {
+    let mut saved: BTreeMap<String, u64> = BTreeMap::new();
+    loop {
+        tokio::time::sleep(SAVE_POSITIONS).await;
+        let Some(fed) = fed.upgrade() else { return };
+        let changed: Vec<(String, String, u64)> = fed
+            .remotes
+            .read()
+            .iter()
+            .filter_map(|(id, m)| {
+                let pos = m.handler.position()?;
+                (saved.get(id) != Some(&pos)).then(|| (id.clone(), remote_key(m.handler.spec()), pos))
+            })
+            .collect();
+        match fed.state.save_bridge_positions(&changed).await {
+            Ok(()) => saved.extend(changed.into_iter().map(|(id, _, pos)| (id, pos))),
+            Err(e) => tracing::warn!(error = %e, "cannot save event-bridge positions; retrying"),
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! `./mounts`: every mount point, its handler, and for remote trees the
+//! remote and its monitoring (reachability, round trip, circuit, events
+//! bridged, last error). `POST /tree/mounts` mounts a remote tree;
+//! `DELETE /tree/mounts/<id>` unmounts one.
+
+use std::sync::{Arc, Weak};
+
+use async_trait::async_trait;
+use chrono::SecondsFormat;
+use dmtree_core::{
+    DataHandler, DmtError, Meta, Node, OpContext, Operation, Result, Scope, Tree, Uri, json_children, json_node,
+};
+use serde_json::{Map, Value as Json, json};
+
+use super::Federation;
+
+pub struct MountsHandler {
+    tree: Weak<Tree>,
+    federation: Weak<Federation>,
+}
+
+impl MountsHandler {
+    pub fn new(tree: Weak<Tree>, federation: Weak<Federation>) -> Self {
+        Self { tree, federation }
+    }
+
+    fn federation(&self, path: &Uri) -> Result<Arc<Federation>> {
+        self.federation.upgrade().ok_or_else(|| DmtError::store(&at(path), "the server is shutting down"))
+    }
+
+    fn snapshot(&self) -> Json {
+        let (Some(tree), Some(fed)) = (self.tree.upgrade(), self.federation.upgrade()) else { return json!({}) };
+        tree.mounts()
+            .iter()
+            .map(|m| {
+                let mut entry = json!({
+                    "uri": m.at.to_string(),
+                    "handler": m.handler.kind(),
+                    "since": m.since.to_rfc3339_opts(SecondsFormat::Millis, true),
+                    "origin": fed.origin(&m.id).map_or("built-in", |o| o.as_str()),
+                });
+                if let (Some(Json::Object(status)), Json::Object(e)) = (m.handler.status(), &mut entry) {
+                    e.extend(status);
+                }
+                (m.id.clone(), entry)
+            })
+            .collect::<Map<_, _>>()
+            .into()
+    }
+}
+
+fn at(path: &Uri) -> Uri {
+    Uri::root().join_name("mounts").concat(path)
+}
+
+#[async_trait]
+impl DataHandler for MountsHandler {
+    fn kind(&self) -> &'static str {
+        "mounts"
+    }
+
+    async fn get(&self, _cx: OpContext<'_>, path: &Uri) -> Result<Node> {
+        json_node(self.snapshot(), path)
+    }
+
+    async fn children(&self, _cx: OpContext<'_>, path: &Uri) -> Result<Vec<String>> {
+        json_children(self.snapshot(), path)
+    }
+
+    async fn meta(&self, _cx: OpContext<'_>, path: &Uri) -> Result<Meta> {
+        Ok(match path.depth() {
+            0 => {
+                Meta { scope: Scope::Permanent, ..Meta::read_only().with_operations(&[Operation::Get, Operation::Add]) }
+            }
+            1 => Meta {
+                scope: Scope::Dynamic,
+                ..Meta::read_only().with_operations(&[Operation::Get, Operation::Delete])
+            },
+            _ => Meta::read_only(),
+        })
+    }
+
+    async fn create(&self, _cx: OpContext<'_>, parent: &Uri, request: &Json) -> Result<Option<String>> {
+        if !parent.is_root() {
+            return Ok(None);
+        }
+        self.federation(parent)?.mount(&at(parent), request).await.map(Some)
+    }
+
+    async fn delete(&self, _cx: OpContext<'_>, path: &Uri) -> Result<()> {
+        let Some(id) = path.name().filter(|_| path.depth() == 1) else {
+            return Err(DmtError::not_allowed(&at(path), "unmount a whole mount: DELETE /tree/mounts/<id>"));
+        };
+        self.federation(path)?.unmount(&at(path), id).await
+    }
+}

@@ -1,0 +1,122 @@
+//! Federation state: remote mounts made at run time, grants, and event-bridge
+//! positions. Specs and grants are JSON whose shape the API layer owns.
+
+use sqlx::Row;
+
+use crate::{SqliteState, StateError};
+
+/// A row of `remote_mounts` or `federation_grants`: an id and its JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredJson {
+    pub id: String,
+    pub json: String,
+}
+
+impl SqliteState {
+    pub async fn remote_mounts(&self) -> Result<Vec<StoredJson>, StateError> {
+        self.stored("SELECT id, spec AS json FROM remote_mounts ORDER BY created_ms, id").await
+    }
+
+    pub async fn add_remote_mount(&self, id: &str, spec: &str, created_ms: i64) -> Result<(), StateError> {
+        let mut conn = self.writer.lock().await;
+        sqlx::query("INSERT INTO remote_mounts (id, spec, created_ms) VALUES (?1, ?2, ?3)")
+            .bind(id)
+            .bind(spec)
+            .bind(created_ms)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets the mount and where its bridge stopped.
+    pub async fn remove_remote_mount(&self, id: &str) -> Result<(), StateError> {
+        let mut conn = self.writer.lock().await;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        sqlx::query("DELETE FROM remote_mounts WHERE id = ?1").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM bridge_positions WHERE mount_id = ?1").bind(id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn grants(&self) -> Result<Vec<StoredJson>, StateError> {
+        self.stored("SELECT id, grant_json AS json FROM federation_grants ORDER BY created_ms, id").await
+    }
+
+    pub async fn add_grant(&self, id: &str, grant: &str, created_ms: i64) -> Result<(), StateError> {
+        let mut conn = self.writer.lock().await;
+        sqlx::query("INSERT INTO federation_grants (id, grant_json, created_ms) VALUES (?1, ?2, ?3)")
+            .bind(id)
+            .bind(grant)
+            .bind(created_ms)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn remove_grant(&self, id: &str) -> Result<(), StateError> {
+        let mut conn = self.writer.lock().await;
+        sqlx::query("DELETE FROM federation_grants WHERE id = ?1").bind(id).execute(&mut *conn).await?;
+        Ok(())
+    }
+
+    /// Where the bridge of mount `id` stopped, if it was bridging from the same `remote`.
+    pub async fn bridge_position(&self, id: &str, remote: &str) -> Result<Option<u64>, StateError> {
+        let row = sqlx::query("SELECT position FROM bridge_positions WHERE mount_id = ?1 AND remote = ?2")
+            .bind(id)
+            .bind(remote)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get::<i64, _>("position") as u64))
+    }
+
+    /// Records bridge positions `(mount id, remote, revision)`, all in one transaction.
+    pub async fn save_bridge_positions(&self, positions: &[(String, String, u64)]) -> Result<(), StateError> {
+        if positions.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.writer.lock().await;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        for (id, remote, position) in positions {
+            sqlx::query(
+                "INSERT INTO bridge_positions (mount_id, remote, position) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (mount_id) DO UPDATE SET remote = excluded.remote, position = excluded.position",
+            )
+            .bind(id)
+            .bind(remote)
+            .bind(*position as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn stored(&self, sql: &'static str) -> Result<Vec<StoredJson>, StateError> {
+        let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(|r| StoredJson { id: r.get("id"), json: r.get("json") }).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn mounts_grants_and_positions_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = SqliteState::open(&dir.path().join("s.db")).await.unwrap();
+        state.add_remote_mount("b", "{\"at\":\"./sites/b\"}", 1).await.unwrap();
+        assert!(state.add_remote_mount("b", "{}", 2).await.is_err(), "ids are unique");
+        state.add_grant("g1", "{\"principal\":\"site-a\"}", 1).await.unwrap();
+        assert_eq!(state.grants().await.unwrap()[0].id, "g1");
+        state.save_bridge_positions(&[("b".into(), "http://b ./x".into(), 42)]).await.unwrap();
+        state.save_bridge_positions(&[("b".into(), "http://b ./x".into(), 43)]).await.unwrap();
+        assert_eq!(state.bridge_position("b", "http://b ./x").await.unwrap(), Some(43));
+        assert_eq!(state.bridge_position("b", "http://c ./x").await.unwrap(), None, "another remote: start afresh");
+        state.remove_remote_mount("b").await.unwrap();
+        assert!(state.remote_mounts().await.unwrap().is_empty());
+        assert_eq!(state.bridge_position("b", "http://b ./x").await.unwrap(), None);
+        state.remove_grant("g1").await.unwrap();
+        assert!(state.grants().await.unwrap().is_empty());
+    }
+}
