@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use common::{ADMIN, Http, Server, config_with, free_address, postgres_database};
+use common::{ADMIN, Http, Prosody, Server, XMPP_DOMAIN, config_with, free_address, postgres_database};
 use serde_json::{Value, json};
 
 const USAGE: &str = r#"
@@ -209,6 +209,44 @@ async fn propagation_reaches_a_store_that_was_down_once_and_only_once() {
         .collect();
     let b_ids: BTreeSet<_> = all_events(&admin_b, "usage").await.iter().map(|e| e["id"].to_string()).collect();
     assert_eq!(a_ids, b_ids, "same events, same ids");
+}
+
+/// The same over XMPP (a private Prosody): A logs in as alice, B as bob; B is
+/// down while A forwards, so the server keeps the messages offline for it.
+#[tokio::test]
+async fn propagation_over_xmpp_reaches_a_store_that_was_down() {
+    let prosody = Prosody::start();
+    let xmpp = |user: &str| {
+        format!(
+            "[push.xmpp]\njid = \"{user}@{XMPP_DOMAIN}\"\npassword = \"{user}pw\"\nserver = \"{}\"\nstarttls = false\n",
+            prosody.server()
+        )
+    };
+    let b_addr = free_address();
+    let b_config = config_with(&format!("{}\n[contextstore]\nxmpp_senders = [\"alice@{XMPP_DOMAIN}\"]\n", xmpp("bob")));
+    let mut b = Server::start_at(&b_config, &b_addr);
+    // B dies while logged in: the XMPP server keeps its session (stream
+    // management hibernation), the case where messages could be stranded.
+    wait_for("B's XMPP session", async || prosody.log().contains(&format!("Authenticated as bob@{XMPP_DOMAIN}"))).await;
+    b.kill9();
+    let a = Server::start(&config_with(&format!(
+        "{}\n[contextstore.propagation.to-b]\njid = \"bob@{XMPP_DOMAIN}\"\ntypes = [\"usage\"]\n",
+        xmpp("alice")
+    )));
+    let admin_a = a.as_admin();
+    let usage: Vec<Value> = (0..120).map(|i| json!({"sender": "a", "type": "usage", "payload": {"n": i}})).collect();
+    assert_eq!(exec(&admin_a, "ingest", json!(usage)).await.status, 200);
+    assert_eq!(exec(&admin_a, "ingest", json!([{"sender": "a", "type": "other", "payload": {}}])).await.status, 200);
+    wait_for("A's outbox drained into the XMPP server", async || {
+        admin_a.get("/tree/contextstore/monitoring/propagation/forwarded").await.body["value"] == json!(120)
+    })
+    .await;
+    b.restart();
+    let admin_b = b.as_admin();
+    wait_for("all usage events at B", async || all_events(&admin_b, "usage").await.len() == 120).await;
+    assert!(all_events(&admin_b, "other").await.is_empty(), "only the chosen types travel");
+    let ids = |events: Vec<Value>| events.iter().map(|e| e["id"].to_string()).collect::<BTreeSet<_>>();
+    assert_eq!(ids(all_events(&admin_a, "usage").await), ids(all_events(&admin_b, "usage").await));
 }
 
 #[tokio::test]

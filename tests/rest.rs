@@ -486,7 +486,17 @@ async fn self_describing_subtrees_health_and_metrics() {
     let names: Vec<_> = root["children"].as_object().unwrap().keys().cloned().collect();
     assert_eq!(
         names,
-        ["config", "contextstore", "federation", "mounts", "scratch", "sessions", "subscriptions", "system"]
+        [
+            "config",
+            "contextstore",
+            "federation",
+            "infrastructure",
+            "mounts",
+            "scratch",
+            "sessions",
+            "subscriptions",
+            "system"
+        ]
     );
     let metrics = reqwest::get(SERVER.url("/metrics")).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("dmtree_http_requests_total{method=\"GET\",class=\"2xx\"}"), "{metrics}");

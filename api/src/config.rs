@@ -27,6 +27,7 @@ pub struct ServerConfig {
     pub contextstore: ContextStoreConfig,
     /// Extra handlers to mount at start-up.
     pub mounts: Vec<MountConfig>,
+    pub infrastructure: InfrastructureConfig,
     pub federation: FederationConfig,
 }
 
@@ -44,6 +45,7 @@ impl Default for ServerConfig {
             push: crate::push::PushConfig::default(),
             contextstore: ContextStoreConfig::default(),
             mounts: Vec::new(),
+            infrastructure: InfrastructureConfig::default(),
             federation: FederationConfig::default(),
         }
     }
@@ -90,6 +92,8 @@ pub struct ContextStoreConfig {
     pub handlers: BTreeMap<String, serde_json::Value>,
     pub retention: BTreeMap<String, serde_json::Value>,
     pub propagation: BTreeMap<String, serde_json::Value>,
+    /// Bare JIDs whose propagated events this store accepts over XMPP (`[push.xmpp]` must be set).
+    pub xmpp_senders: Vec<String>,
 }
 
 impl Default for ContextStoreConfig {
@@ -107,6 +111,7 @@ impl Default for ContextStoreConfig {
             handlers: BTreeMap::new(),
             retention: BTreeMap::new(),
             propagation: BTreeMap::new(),
+            xmpp_senders: Vec::new(),
         }
     }
 }
@@ -177,39 +182,66 @@ pub struct MountConfig {
     pub credentials: Option<Credentials>,
     pub timeout_ms: Option<u64>,
     pub cache_ms: Option<u64>,
+    /// For `infrastructure` and `broker`: the handler's configuration (its `config` subtree).
+    pub config: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum HandlerKind {
     /// Volatile, transactional scratch space.
     Memory,
     /// Another dmtree's subtree (federation).
     Remote,
+    /// Polled monitoring: the local host, a Prometheus exporter, a cloud's REST API.
+    Infrastructure,
+    /// A RabbitMQ broker through its management API.
+    Broker,
+}
+
+/// The local host's monitoring, mounted by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InfrastructureConfig {
+    /// Mount the local host at `mount` (id `localhost`).
+    pub localhost: bool,
+    pub mount: Uri,
+}
+
+impl Default for InfrastructureConfig {
+    fn default() -> Self {
+        Self { localhost: true, mount: Uri::from_key("infrastructure\0localhost") }
+    }
 }
 
 impl MountConfig {
-    /// The remote spec of a `remote` mount; `None` for other handlers.
+    /// The same mount as `POST /tree/mounts` would make it.
+    pub fn request(&self) -> crate::federation::MountRequest {
+        crate::federation::MountRequest {
+            id: Some(self.id.clone()),
+            at: self.at.clone(),
+            handler: Some(self.handler),
+            url: self.url.clone(),
+            remote_uri: self.remote_uri.clone(),
+            credentials: self.credentials.clone(),
+            timeout_ms: self.timeout_ms,
+            cache_ms: self.cache_ms,
+            config: self.config.clone(),
+        }
+    }
+
+    /// Checks the mount; the remote spec of a `remote` mount, `None` for other handlers.
     pub fn remote(&self) -> Result<Option<RemoteSpec>, ConfigError> {
         let bad = |reason: String| ConfigError::Mount { id: self.id.clone(), reason };
-        let remote_only = self.url.is_some()
-            || self.remote_uri.is_some()
-            || self.credentials.is_some()
-            || self.timeout_ms.is_some()
-            || self.cache_ms.is_some();
+        let req = self.request();
         match self.handler {
-            HandlerKind::Memory if remote_only => {
-                Err(bad("url, remote_uri, credentials, timeout_ms and cache_ms are for remote mounts".into()))
+            HandlerKind::Memory if req.has_remote_fields() || req.config.is_some() => {
+                Err(bad("a memory mount takes only id, at and handler".into()))
             }
             HandlerKind::Memory => Ok(None),
+            HandlerKind::Infrastructure | HandlerKind::Broker => req.handler_config().map(|_| None).map_err(bad),
             HandlerKind::Remote => {
-                let (Some(url), Some(remote_uri)) = (&self.url, &self.remote_uri) else {
-                    return Err(bad("a remote mount needs url and remote_uri".into()));
-                };
-                let mut spec = RemoteSpec::new(url.clone(), remote_uri.clone());
-                spec.credentials = self.credentials.clone();
-                spec.timeout_ms = self.timeout_ms.unwrap_or(spec.timeout_ms);
-                spec.cache_ms = self.cache_ms.unwrap_or(spec.cache_ms);
+                let spec = req.spec().map_err(bad)?;
                 spec.validate().map_err(|e| bad(e.to_string()))?;
                 Ok(Some(spec))
             }
@@ -384,6 +416,26 @@ mod tests {
         assert!(toml::from_str::<ServerConfig>(&broken).unwrap().check().is_err());
         let memory_with_url = "[[mounts]]\nid = \"m\"\nat = \"./m\"\nhandler = \"memory\"\nurl = \"http://x\"\n";
         assert!(toml::from_str::<ServerConfig>(memory_with_url).unwrap().check().is_err());
+    }
+
+    #[test]
+    fn handler_mounts_are_checked() {
+        let broker = "[[mounts]]\nid = \"r\"\nat = \"./brokers/r\"\nhandler = \"broker\"\nconfig = { url = \"http://127.0.0.1:15672\", interval_ms = 1000 }\n";
+        let c: ServerConfig = toml::from_str(broker).unwrap();
+        c.check().unwrap();
+        assert_eq!(c.mounts[0].request().handler_config().unwrap()["interval_ms"], 1000);
+        for bad in [
+            broker.replace("http://127.0.0.1:15672", "nope"),
+            broker.replace("interval_ms = 1000", "colour = 1"),
+            broker.replace("handler = \"broker\"", "handler = \"memory\""),
+            broker.replace("config = ", "url = \"http://x\"\nconfig = "),
+            "[[mounts]]\nid = \"i\"\nat = \"./i\"\nhandler = \"infrastructure\"\nconfig = { supplier = \"cloud\" }\n"
+                .into(),
+        ] {
+            assert!(toml::from_str::<ServerConfig>(&bad).unwrap().check().is_err(), "{bad}");
+        }
+        let localhost = toml::from_str::<ServerConfig>("[infrastructure]\nlocalhost = false\n").unwrap();
+        assert!(!localhost.infrastructure.localhost);
     }
 
     #[test]

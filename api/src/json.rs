@@ -31,10 +31,19 @@ pub struct NodeJson {
     pub readable: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub props: Option<PropsJson>,
+    /// Present when the value is the last known one (its source is unreachable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stale: Option<StaleJson>,
     /// Child nodes by name (to the requested depth).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>, additional_properties)]
     pub children: Option<BTreeMap<String, NodeJson>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StaleJson {
+    /// How old the value is, in milliseconds.
+    pub age_ms: u64,
 }
 
 fn is_true(b: &bool) -> bool {
@@ -75,6 +84,7 @@ impl NodeJson {
                 value: None,
                 readable: false,
                 props: None,
+                stale: None,
                 children: None,
             };
         };
@@ -97,6 +107,7 @@ impl NodeJson {
                 acl: view.acl.as_ref().map(|a| a.to_string()),
                 effective_acl: view.effective_acl.to_string(),
             }),
+            stale: node.props.stale_ms.map(|age_ms| StaleJson { age_ms }),
             children,
         }
     }
@@ -377,6 +388,7 @@ mod tests {
             value: None,
             readable: true,
             props: None,
+            stale: None,
             children: None,
         };
         let mut inner = BTreeMap::new();

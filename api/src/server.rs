@@ -58,6 +58,11 @@ pub async fn build(config: ServerConfig) -> anyhow::Result<AppState> {
         }
     }
     let federation = Federation::start(&tree, state.clone(), &config).await?;
+    if config.infrastructure.localhost {
+        let kind = HandlerKind::Infrastructure;
+        let handler = crate::provision::build(&state, "localhost", kind, &serde_json::json!({})).await?;
+        tree.mount("localhost", config.infrastructure.mount.clone(), handler)?;
+    }
     let push = Push::start(tree.clone(), state.clone(), config.push.clone()).await?;
     let subscriptions = Uri::root().join_name("subscriptions");
     tree.mount("subscriptions", subscriptions.clone(), Arc::new(SubscriptionsHandler::new(Arc::downgrade(&push))))?;
@@ -70,6 +75,12 @@ pub async fn build(config: ServerConfig) -> anyhow::Result<AppState> {
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", config.data_dir.join("contextstore.db").display()));
         let store = ContextStore::start(&url, &tree, cs.settings(), cs.initial()?).await?;
+        if let Some(link) = push.xmpp() {
+            store.use_relay(link.clone());
+            if !cs.xmpp_senders.is_empty() {
+                crate::context_xmpp::receive(&link, store.clone(), cs.xmpp_senders.clone());
+            }
+        }
         tree.mount("contextstore", cs.mount.clone(), Arc::new(ContextStoreHandler::new(store)))?;
     }
     let metrics = Arc::new(Metrics::default());

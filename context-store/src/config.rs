@@ -90,8 +90,10 @@ pub struct Retention {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Propagation {
-    /// The other dmtree, e.g. `http://10.0.0.2:7878`.
-    pub url: String,
+    /// Over REST: the other dmtree, e.g. `http://10.0.0.2:7878`.
+    pub url: Option<String>,
+    /// Over XMPP: the other dmtree's JID (which lists ours in `xmpp_senders`).
+    pub jid: Option<String>,
     /// Where its ContextStore is mounted.
     #[serde(default = "default_mount")]
     pub mount: String,
@@ -154,9 +156,20 @@ impl Config {
             }
             "propagation" => {
                 let p: Propagation = serde_json::from_value(body.clone()).map_err(parse_err)?;
-                let url = reqwest::Url::parse(&p.url).map_err(|e| format!("invalid url {:?}: {e}", p.url))?;
-                if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-                    return Err(format!("url {:?} must be http(s)://host[:port]", p.url));
+                match (&p.url, &p.jid) {
+                    (Some(url), None) => {
+                        let parsed = reqwest::Url::parse(url).map_err(|e| format!("invalid url {url:?}: {e}"))?;
+                        if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+                            return Err(format!("url {url:?} must be http(s)://host[:port]"));
+                        }
+                    }
+                    (None, Some(jid)) => {
+                        let (local, domain) = jid.split_once('@').unwrap_or_default();
+                        if local.is_empty() || domain.is_empty() || jid.chars().any(char::is_whitespace) {
+                            return Err(format!("jid {jid:?} must be user@domain"));
+                        }
+                    }
+                    _ => return Err("give either url (REST) or jid (XMPP)".into()),
                 }
                 if p.types.is_empty() || p.types.iter().any(|t| !valid_type(t)) {
                     return Err("types must list valid event types".into());
@@ -232,6 +245,11 @@ mod tests {
         assert!(c.set("retention", "usage", &json!({})).is_err());
         assert!(c.set("propagation", "p", &json!({"url": "not a url", "types": ["usage"]})).is_err());
         c.set("propagation", "p", &json!({"url": "http://127.0.0.1:1", "types": ["usage"]})).unwrap();
+        c.set("propagation", "x", &json!({"jid": "store-b@example.org", "types": ["usage"]})).unwrap();
+        assert!(c.set("propagation", "x", &json!({"jid": "no-domain", "types": ["usage"]})).is_err());
+        let both = json!({"url": "http://127.0.0.1:1", "jid": "b@example.org", "types": ["usage"]});
+        assert!(c.set("propagation", "x", &both).is_err(), "one transport per target");
+        assert!(c.set("propagation", "x", &json!({"types": ["usage"]})).is_err());
         assert!(c.set("subscriptions", "bad name", &json!({"pattern": "./a", "type": "t"})).is_err());
         assert!(c.set("filters", "x", &json!({})).is_err());
         assert!(Op::Ge.holds(1.0, 1.0) && !Op::Gt.holds(1.0, 1.0));

@@ -15,7 +15,9 @@ use crate::store::ContextStore;
 
 const BATCH: usize = 1000;
 
-pub(crate) async fn run(store: Arc<ContextStore>, name: String, sub: Subscription) {
+/// Follows the tree from the subscription's committed position, or from
+/// `from` (the log's head when it was configured) the first time.
+pub(crate) async fn run(store: Arc<ContextStore>, name: String, sub: Subscription, from: u64) {
     let Some(tree) = store.tree() else { return };
     let Ok(pattern) = UriPattern::parse(&sub.pattern, tree.limits()) else {
         tracing::error!(subscription = name, pattern = sub.pattern, "invalid pattern; not subscribing");
@@ -25,7 +27,7 @@ pub(crate) async fn run(store: Arc<ContextStore>, name: String, sub: Subscriptio
         sub.kinds.iter().filter_map(|k| EventKind::ALL.into_iter().find(|e| e.as_str() == k)).collect();
     let start = loop {
         match store.position(&name).await {
-            Ok(p) => break p.unwrap_or_else(|| tree.events().head()),
+            Ok(p) => break p.unwrap_or(from),
             Err(e) => {
                 tracing::warn!(subscription = name, error = %e, "cannot read the subscription's position; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;

@@ -97,6 +97,8 @@ pub struct ContextStore {
     feeds: Mutex<HashMap<String, JoinHandle<()>>>,
     forwarders: Mutex<HashMap<String, JoinHandle<()>>>,
     outbox: Arc<Notify>,
+    /// How propagation reaches XMPP, once the server provides it.
+    relay: std::sync::OnceLock<Arc<dyn crate::propagate::Relay>>,
 }
 
 impl ContextStore {
@@ -129,6 +131,7 @@ impl ContextStore {
             feeds: Mutex::default(),
             forwarders: Mutex::default(),
             outbox: Arc::default(),
+            relay: std::sync::OnceLock::new(),
         });
         store.stats.set_db_state("ok");
         let initial = initial.to_json();
@@ -149,6 +152,16 @@ impl ContextStore {
             store.start_forwarder(name, target.clone());
         }
         Ok(store)
+    }
+
+    /// Lets propagation targets with a `jid` send through this relay.
+    pub fn use_relay(&self, relay: Arc<dyn crate::propagate::Relay>) {
+        let _ = self.relay.set(relay);
+        self.wake_forwarders();
+    }
+
+    pub(crate) fn relay(&self) -> Option<&Arc<dyn crate::propagate::Relay>> {
+        self.relay.get()
     }
 
     pub fn db(&self) -> &Db {
@@ -260,7 +273,9 @@ impl ContextStore {
     }
 
     fn start_feed(self: &Arc<Self>, name: &str, sub: crate::config::Subscription) {
-        let task = tokio::spawn(crate::feed::run(self.clone(), name.to_owned(), sub));
+        // A new subscription starts here, now: not wherever the log is once its task runs.
+        let now = self.tree().map_or(0, |t| t.events().head());
+        let task = tokio::spawn(crate::feed::run(self.clone(), name.to_owned(), sub, now));
         if let Some(old) = self.feeds.lock().insert(name.to_owned(), task) {
             old.abort();
         }

@@ -245,7 +245,7 @@ async fn tree_events_become_context_events_with_captured_fields() {
         )
         .await
         .unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // No pause: writes made as soon as the store has started are its too.
         let admin = Principal::named("admin");
         for (user, vm, v) in [("alice", "vm1", 2), ("alice", "vm2", 3), ("bob", "vm3", 4)] {
             let write = Write { content: Some(Content::Leaf(Value::Int(v))), ..Write::default() };

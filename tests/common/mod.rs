@@ -26,7 +26,7 @@ pub fn config_with(extra: &str) -> String {
 /// Spawns a child that the kernel kills when this test process exits, even if
 /// the `Server` is never dropped (a shared server lives in a static). The
 /// death signal follows the spawning *thread*, so one thread that never ends spawns all.
-fn spawn_tied(mut cmd: Command) -> Child {
+pub fn spawn_tied(mut cmd: Command) -> Child {
     use std::os::unix::process::CommandExt as _;
     use std::sync::{LazyLock, Mutex};
     type Job = (Command, mpsc::Sender<std::io::Result<Child>>);

@@ -58,6 +58,19 @@ pub enum DmtError {
     Forwarded { code: &'static str, uri: String, message: String },
 }
 
+/// An error with its causes, as one line ("error sending request: connection
+/// refused"): HTTP clients keep the useful part in `source()`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 impl DmtError {
     /// The stable, machine-readable code.
     pub fn code(&self) -> &'static str {

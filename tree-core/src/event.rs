@@ -137,6 +137,10 @@ impl EventDraft {
         &self.uri
     }
 
+    pub fn kind(&self) -> EventKind {
+        self.kind
+    }
+
     fn seal(self, revision: u64, timestamp: DateTime<Utc>) -> Event {
         Event {
             revision,

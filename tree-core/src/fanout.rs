@@ -166,6 +166,11 @@ impl FanOut {
         self.subs.read().len()
     }
 
+    /// Whether any subscription may see events from the subtree at `prefix`.
+    pub fn watches(&self, prefix: &Uri) -> bool {
+        self.subs.read().values().any(|reg| reg.filter.pattern.reaches_into(prefix))
+    }
+
     /// Hands one event to every matching subscription, never waiting.
     fn dispatch(&self, event: &Arc<Event>, scratch: &mut Vec<u64>) {
         scratch.clear();

@@ -12,6 +12,7 @@ use serde_json::Value as Json;
 use crate::acl::Principal;
 use crate::error::{DmtError, Result};
 use crate::event::{EventKind, EventLog};
+use crate::fanout::FanOut;
 use crate::meta::Meta;
 use crate::node::{NewNode, Node, PropsPatch};
 use crate::uri::Uri;
@@ -116,6 +117,13 @@ pub trait DataHandler: Send + Sync + 'static {
     }
 }
 
+/// Where a handler saves the configuration written through its `config`
+/// subtree, so a restart keeps it. The server provides one per mount.
+#[async_trait]
+pub trait ConfigSaver: Send + Sync + 'static {
+    async fn save(&self, config: &Json) -> Result<()>;
+}
+
 fn not_allowed(path: &Uri, op: &str) -> DmtError {
     DmtError::not_allowed(path, format!("this handler does not support {op}"))
 }
@@ -126,11 +134,18 @@ fn not_allowed(path: &Uri, op: &str) -> DmtError {
 pub struct ChangeSink {
     mount: Uri,
     log: Arc<EventLog>,
+    fanout: Arc<FanOut>,
 }
 
 impl ChangeSink {
-    pub(crate) fn new(mount: Uri, log: Arc<EventLog>) -> Self {
-        Self { mount, log }
+    pub(crate) fn new(mount: Uri, log: Arc<EventLog>, fanout: Arc<FanOut>) -> Self {
+        Self { mount, log, fanout }
+    }
+
+    /// Whether someone subscribes to (part of) the mounted subtree: lazy
+    /// handlers keep polling while this holds.
+    pub fn watched(&self) -> bool {
+        self.fanout.watches(&self.mount)
     }
 
     /// Records a change; returns once it has a revision (not waiting for durability).

@@ -90,6 +90,22 @@ impl Meta {
         Self { operations: vec![Operation::Get], scope: Scope::Automatic, ..Self::permissive() }
     }
 
+    /// A collection whose items are made by POST and removed by DELETE
+    /// (`./mounts`, `./subscriptions`, grants): the collection takes Add,
+    /// each item Delete, and what is below an item is read-only.
+    pub fn collection(path: &crate::uri::Uri) -> Self {
+        match path.depth() {
+            0 => {
+                Self { scope: Scope::Permanent, ..Self::read_only().with_operations(&[Operation::Get, Operation::Add]) }
+            }
+            1 => Self {
+                scope: Scope::Dynamic,
+                ..Self::read_only().with_operations(&[Operation::Get, Operation::Delete])
+            },
+            _ => Self::read_only(),
+        }
+    }
+
     pub fn with_operations(mut self, ops: &[Operation]) -> Self {
         self.operations = ops.to_vec();
         self

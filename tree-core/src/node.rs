@@ -16,6 +16,10 @@ pub struct Props {
     /// Increases on every change to the node; `0` when the handler keeps no versions.
     pub version: u64,
     pub timestamp: Option<DateTime<Utc>>,
+    /// Set when the value is the last one known, not a current one (a polled
+    /// supplier is unreachable): how old it is, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -53,6 +53,7 @@ impl Entry {
                 mime: extra.and_then(|e| e.mime.as_deref()).map(str::to_owned),
                 version: self.version,
                 timestamp: DateTime::<Utc>::from_timestamp_millis(self.modified_ms),
+                stale_ms: None,
             },
         }
     }

@@ -79,6 +79,22 @@ impl UriPattern {
         Some(UriPattern { segments: rest.cloned().collect() })
     }
 
+    /// Whether some URI at or below `prefix` can match: a subscription that
+    /// may see events from a subtree (lazy handlers poll only while one exists).
+    pub fn reaches_into(&self, prefix: &Uri) -> bool {
+        let mut segs = prefix.segments();
+        for p in &self.segments {
+            let Some(seg) = segs.next() else { return true };
+            match p {
+                PatternSegment::Subtree => return true,
+                PatternSegment::Any => {}
+                PatternSegment::Literal(l) if l == seg => {}
+                PatternSegment::Literal(_) => return false,
+            }
+        }
+        segs.next().is_none()
+    }
+
     /// The longest wildcard-free prefix: every match lies under it.
     pub fn base(&self) -> Uri {
         let lits: Vec<&str> = self
@@ -143,6 +159,18 @@ mod tests {
         assert!(!pat("./a/*").matches(&uri("./a/b/c")));
         assert!(pat("./**").matches(&Uri::root()));
         assert!(pat(".").matches(&Uri::root()) && !pat(".").matches(&uri("./a")));
+    }
+
+    #[test]
+    fn reaching_into_a_subtree() {
+        let sub = uri("./infra/host");
+        assert!(pat("./infra/host/cpu/*").reaches_into(&sub));
+        assert!(pat("./infra/**").reaches_into(&sub));
+        assert!(pat("./*/host").reaches_into(&sub));
+        assert!(pat("./**").reaches_into(&sub));
+        assert!(!pat("./infra").reaches_into(&sub));
+        assert!(!pat("./infra/other/**").reaches_into(&sub));
+        assert!(!pat("./config/**").reaches_into(&sub));
     }
 
     #[test]

@@ -220,7 +220,7 @@ pub struct Tree {
     log: Arc<EventLog>,
     store: Arc<dyn TreeStore>,
     next_tx: AtomicU64,
-    fanout: FanOut,
+    fanout: Arc<FanOut>,
 }
 
 impl Tree {
@@ -247,7 +247,7 @@ impl Tree {
             log,
             store,
             next_tx: AtomicU64::new(1),
-            fanout: FanOut::default(),
+            fanout: Arc::default(),
         });
         tokio::spawn(reap_idle_sessions(Arc::downgrade(&tree)));
         let cursor = tree.log.cursor(tree.log.head());
@@ -286,7 +286,7 @@ impl Tree {
         if table.by_id(id).is_some() {
             return Err(DmtError::NodeAlreadyExists { uri: format!("./mounts/{id}") });
         }
-        handler.attach(ChangeSink::new(at.clone(), self.log.clone()));
+        handler.attach(ChangeSink::new(at.clone(), self.log.clone(), self.fanout.clone()));
         let mut next = MountTable::clone(&table);
         next.insert(Arc::new(Mount { id: id.to_owned(), at: at.clone(), handler, since: Utc::now() }));
         self.mounts.store(Arc::new(next));

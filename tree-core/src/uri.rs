@@ -256,6 +256,12 @@ impl Uri {
         Some(Self { key: rest.strip_prefix(SEP).unwrap_or(rest).to_owned() })
     }
 
+    /// The path without its first `n` segments, as a relative URI.
+    pub fn skip(&self, n: usize) -> Uri {
+        let rest = self.key.splitn(n + 1, SEP).nth(n).unwrap_or("");
+        Self { key: if n == 0 { self.key.clone() } else { rest.to_owned() } }
+    }
+
     /// Replaces the prefix `from` by `to` (for rename).
     pub fn rebase(&self, from: &Uri, to: &Uri) -> Option<Uri> {
         self.strip_prefix(from).map(|rel| to.concat(&rel))
@@ -398,6 +404,15 @@ mod tests {
 
     fn p(s: &str) -> Result<Uri, UriError> {
         Uri::parse(s, &UriLimits::default())
+    }
+
+    #[test]
+    fn skip_drops_leading_segments() {
+        let u = Uri::from_key("a\0b\0c");
+        assert_eq!(u.skip(0), u);
+        assert_eq!(u.skip(1), Uri::from_key("b\0c"));
+        assert_eq!(u.skip(3), Uri::root());
+        assert_eq!(u.skip(5), Uri::root());
     }
 
     #[test]

@@ -7,9 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use dmtree_config_store::SqliteState;
-use dmtree_core::{
-    DataHandler, DmtError, Meta, Node, OpContext, Operation, Principal, Result, Scope, Uri, json_children, json_node,
-};
+use dmtree_core::{DataHandler, DmtError, Meta, Node, OpContext, Principal, Result, Uri, json_children, json_node};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
@@ -168,16 +166,7 @@ impl DataHandler for GrantsHandler {
     }
 
     async fn meta(&self, _cx: OpContext<'_>, path: &Uri) -> Result<Meta> {
-        Ok(match path.depth() {
-            0 => {
-                Meta { scope: Scope::Permanent, ..Meta::read_only().with_operations(&[Operation::Get, Operation::Add]) }
-            }
-            1 => Meta {
-                scope: Scope::Dynamic,
-                ..Meta::read_only().with_operations(&[Operation::Get, Operation::Delete])
-            },
-            _ => Meta::read_only(),
-        })
+        Ok(Meta::collection(path))
     }
 
     async fn create(&self, _cx: OpContext<'_>, parent: &Uri, request: &Json) -> Result<Option<String>> {

@@ -1,7 +1,8 @@
-//! Federation, the serving side: remote mounts (made from the config file or
-//! through `./mounts`), the grants other trees mount ours by, the grant check
-//! they call before mounting, and the `Dmtree-Via` rules every federated
-//! request passes (no loops, no more than `max_hops`, nothing outside a grant).
+//! Federation, the serving side: mounts made from the config file or through
+//! `./mounts` (remote trees, and the polled handlers provisioned beside
+//! them), the grants other trees mount ours by, the grant check they call
+//! before mounting, and the `Dmtree-Via` rules every federated request
+//! passes (no loops, no more than `max_hops`, nothing outside a grant).
 
 pub mod grants;
 pub mod mounts;
@@ -18,7 +19,7 @@ use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 
-use crate::config::ServerConfig;
+use crate::config::{HandlerKind, ServerConfig};
 use grants::{Grants, GrantsHandler};
 
 /// Where a remote mount came from: only those made through the API can be unmounted there.
@@ -49,20 +50,57 @@ pub struct RemoteMount {
 pub struct MountRequest {
     pub id: Option<String>,
     pub at: Uri,
-    pub url: String,
-    pub remote_uri: Uri,
+    /// `remote` (the default), `infrastructure` or `broker`.
+    pub handler: Option<HandlerKind>,
+    pub url: Option<String>,
+    pub remote_uri: Option<Uri>,
     pub credentials: Option<dmtree_remote::Credentials>,
     pub timeout_ms: Option<u64>,
     pub cache_ms: Option<u64>,
+    /// For `infrastructure` and `broker`: the handler's configuration.
+    pub config: Option<Json>,
 }
 
+const MOUNT_SHAPE: &str = "expected {\"id\"?, \"at\", \"url\", \"remote_uri\", \"credentials\"?: {\"token\"}, \"timeout_ms\"?, \"cache_ms\"?} for a remote tree, or {\"id\"?, \"at\", \"handler\": \"infrastructure\"|\"broker\", \"config\"?: {...}}";
+
 impl MountRequest {
-    fn spec(&self) -> RemoteSpec {
-        let mut spec = RemoteSpec::new(self.url.clone(), self.remote_uri.clone());
+    fn kind(&self) -> HandlerKind {
+        self.handler.unwrap_or(HandlerKind::Remote)
+    }
+
+    pub(crate) fn has_remote_fields(&self) -> bool {
+        self.url.is_some()
+            || self.remote_uri.is_some()
+            || self.credentials.is_some()
+            || self.timeout_ms.is_some()
+            || self.cache_ms.is_some()
+    }
+
+    pub(crate) fn spec(&self) -> Result<RemoteSpec, String> {
+        let (Some(url), Some(remote_uri)) = (&self.url, &self.remote_uri) else {
+            return Err(format!("a remote mount needs url and remote_uri; {MOUNT_SHAPE}"));
+        };
+        if self.config.is_some() {
+            return Err("config is for infrastructure and broker mounts".into());
+        }
+        let mut spec = RemoteSpec::new(url.clone(), remote_uri.clone());
         spec.credentials = self.credentials.clone();
         spec.timeout_ms = self.timeout_ms.unwrap_or(spec.timeout_ms);
         spec.cache_ms = self.cache_ms.unwrap_or(spec.cache_ms);
-        spec
+        Ok(spec)
+    }
+
+    /// A polled handler's configuration, checked.
+    pub(crate) fn handler_config(&self) -> Result<Json, String> {
+        if self.has_remote_fields() {
+            return Err(
+                "url, remote_uri, credentials, timeout_ms and cache_ms are for remote mounts; put settings in config"
+                    .into(),
+            );
+        }
+        let config = self.config.clone().unwrap_or_else(|| json!({}));
+        crate::provision::check(self.kind(), &config)?;
+        Ok(config)
     }
 }
 
@@ -70,6 +108,8 @@ pub struct Federation {
     pub local: Local,
     pub grants: Arc<Grants>,
     remotes: RwLock<BTreeMap<String, RemoteMount>>,
+    /// Polled handlers mounted from the config file or through the API.
+    provisioned: RwLock<BTreeMap<String, (Uri, Origin)>>,
     state: SqliteState,
     tree: Weak<Tree>,
     /// Serialises mounts and unmounts, so checks and the table agree.
@@ -97,6 +137,7 @@ impl Federation {
             local,
             grants,
             remotes: RwLock::default(),
+            provisioned: RwLock::default(),
             state,
             tree: Arc::downgrade(tree),
             changing: tokio::sync::Mutex::new(()),
@@ -104,12 +145,24 @@ impl Federation {
         for m in &config.mounts {
             if let Some(spec) = m.remote()? {
                 fed.attach(tree, &m.id, m.at.clone(), spec, Origin::Config).await?;
+            } else if matches!(m.handler, HandlerKind::Infrastructure | HandlerKind::Broker) {
+                let config = m.request().handler_config().map_err(|e| anyhow::anyhow!("mounts.{}: {e}", m.id))?;
+                fed.provision(tree, &m.id, &m.at, m.handler, &config, Origin::Config).await?;
             }
         }
-        for row in fed.state.remote_mounts().await? {
+        for row in fed.state.mounts().await? {
             let req: MountRequest = serde_json::from_str(&row.json)
                 .map_err(|e| anyhow::anyhow!("stored mount {} is unreadable: {e}", row.id))?;
-            fed.attach(tree, &row.id, req.at.clone(), req.spec(), Origin::Api).await?;
+            match req.kind() {
+                HandlerKind::Remote => {
+                    let spec = req.spec().map_err(|e| anyhow::anyhow!("stored mount {}: {e}", row.id))?;
+                    fed.attach(tree, &row.id, req.at.clone(), spec, Origin::Api).await?;
+                }
+                kind => {
+                    let config = req.handler_config().map_err(|e| anyhow::anyhow!("stored mount {}: {e}", row.id))?;
+                    fed.provision(tree, &row.id, &req.at, kind, &config, Origin::Api).await?;
+                }
+            }
         }
         tree.mount(
             "mounts",
@@ -130,6 +183,22 @@ impl Federation {
         Ok(())
     }
 
+    /// Mounts a polled handler (saved configuration first).
+    async fn provision(
+        &self,
+        tree: &Tree,
+        id: &str,
+        at: &Uri,
+        kind: HandlerKind,
+        config: &Json,
+        origin: Origin,
+    ) -> anyhow::Result<()> {
+        let handler = crate::provision::build(&self.state, id, kind, config).await?;
+        tree.mount(id, at.clone(), handler)?;
+        self.provisioned.write().insert(id.to_owned(), (at.clone(), origin));
+        Ok(())
+    }
+
     pub fn remote(&self, id: &str) -> Option<(Uri, Arc<RemoteHandler>, Origin)> {
         self.remotes.read().get(id).map(|m| (m.at.clone(), m.handler.clone(), m.origin))
     }
@@ -141,31 +210,56 @@ impl Federation {
     /// `POST /tree/mounts`: checks the request, asks the remote for its grant
     /// (and so for loops), then mounts and records it; all or nothing.
     pub async fn mount(&self, collection: &Uri, request: &Json) -> dmtree_core::Result<String> {
-        let req: MountRequest = serde_json::from_value(request.clone()).map_err(|e| {
-            DmtError::invalid_data(
-                collection,
-                format!("{e}; expected {{\"id\"?, \"at\", \"url\", \"remote_uri\", \"credentials\"?: {{\"token\"}}, \"timeout_ms\"?, \"cache_ms\"?}}"),
-            )
-        })?;
+        let req: MountRequest = serde_json::from_value(request.clone())
+            .map_err(|e| DmtError::invalid_data(collection, format!("{e}; {MOUNT_SHAPE}")))?;
         let tree = self.tree(collection)?;
         let id =
             req.id.clone().unwrap_or_else(|| format!("remote-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
         check_id(collection, &id)?;
         let _changing = self.changing.lock().await;
         self.refuse_overlap(&tree, &id, &req.at)?;
-        let handler = Arc::new(
-            RemoteHandler::new(req.spec(), &self.local, None).map_err(|e| DmtError::invalid_data(&req.at, e))?,
-        );
+        if req.kind() != HandlerKind::Remote {
+            return self.mount_provisioned(&tree, collection, id, req).await;
+        }
+        let spec = req.spec().map_err(|e| DmtError::invalid_data(collection, e))?;
+        let handler =
+            Arc::new(RemoteHandler::new(spec, &self.local, None).map_err(|e| DmtError::invalid_data(&req.at, e))?);
         let answer = handler.check(&req.at, &Uri::root()).await?;
         let stored = MountRequest { id: Some(id.clone()), ..req.clone() };
         let json = serde_json::to_string(&stored).map_err(|e| DmtError::store(&req.at, e.to_string()))?;
         tree.mount(&id, req.at.clone(), handler.clone())?;
-        if let Err(e) = self.state.add_remote_mount(&id, &json, chrono::Utc::now().timestamp_millis()).await {
+        if let Err(e) = self.state.add_mount(&id, &json, chrono::Utc::now().timestamp_millis()).await {
             let _ = tree.unmount(&req.at);
             return Err(DmtError::store(&req.at, e.to_string()));
         }
-        tracing::info!(id, at = %req.at, url = %req.url, remote_uri = %req.remote_uri, rights = %answer["rights"], "mounted a remote tree");
+        tracing::info!(id, at = %req.at, url = ?req.url, remote_uri = ?req.remote_uri, rights = %answer["rights"], "mounted a remote tree");
         self.remotes.write().insert(id.clone(), RemoteMount { at: req.at, handler, origin: Origin::Api });
+        Ok(id)
+    }
+
+    /// `POST /tree/mounts` for an infrastructure or broker handler.
+    async fn mount_provisioned(
+        &self,
+        tree: &Tree,
+        collection: &Uri,
+        id: String,
+        req: MountRequest,
+    ) -> dmtree_core::Result<String> {
+        let config = req.handler_config().map_err(|e| DmtError::invalid_data(collection, e))?;
+        let stored = MountRequest { id: Some(id.clone()), config: Some(config.clone()), ..req.clone() };
+        let json = serde_json::to_string(&stored).map_err(|e| DmtError::store(&req.at, e.to_string()))?;
+        // A mount made afresh starts from its own configuration.
+        self.state.remove_mount(&id).await.map_err(|e| DmtError::store(&req.at, e.to_string()))?;
+        let handler = crate::provision::build(&self.state, &id, req.kind(), &config)
+            .await
+            .map_err(|e| DmtError::invalid_data(collection, e.to_string()))?;
+        tree.mount(&id, req.at.clone(), handler)?;
+        if let Err(e) = self.state.add_mount(&id, &json, chrono::Utc::now().timestamp_millis()).await {
+            let _ = tree.unmount(&req.at);
+            return Err(DmtError::store(&req.at, e.to_string()));
+        }
+        tracing::info!(id, at = %req.at, kind = ?req.kind(), "mounted a handler");
+        self.provisioned.write().insert(id.clone(), (req.at, Origin::Api));
         Ok(id)
     }
 
@@ -191,9 +285,11 @@ impl Federation {
     pub async fn unmount(&self, node: &Uri, id: &str) -> dmtree_core::Result<()> {
         let tree = self.tree(node)?;
         let _changing = self.changing.lock().await;
-        let Some((at, _, origin)) = self.remote(id) else {
+        let found =
+            self.remote(id).map(|(at, _, origin)| (at, origin)).or_else(|| self.provisioned.read().get(id).cloned());
+        let Some((at, origin)) = found else {
             return match tree.mounts().iter().any(|m| m.id == id) {
-                true => Err(DmtError::not_allowed(node, format!("{id} is a built-in mount, not a remote tree"))),
+                true => Err(DmtError::not_allowed(node, format!("{id} is a built-in mount"))),
                 false => Err(DmtError::not_found(node)),
             };
         };
@@ -203,10 +299,11 @@ impl Federation {
                 format!("{id} comes from the configuration file; remove it there"),
             ));
         }
-        self.state.remove_remote_mount(id).await.map_err(|e| DmtError::store(node, e.to_string()))?;
+        self.state.remove_mount(id).await.map_err(|e| DmtError::store(node, e.to_string()))?;
         tree.unmount(&at)?;
         self.remotes.write().remove(id);
-        tracing::info!(id, %at, "unmounted a remote tree");
+        self.provisioned.write().remove(id);
+        tracing::info!(id, %at, "unmounted");
         Ok(())
     }
 
@@ -235,7 +332,7 @@ impl Federation {
 
     /// What `./mounts/<id>` adds for a remote mount.
     pub fn origin(&self, id: &str) -> Option<Origin> {
-        self.remotes.read().get(id).map(|m| m.origin)
+        self.remotes.read().get(id).map(|m| m.origin).or_else(|| self.provisioned.read().get(id).map(|(_, o)| *o))
     }
 }
 

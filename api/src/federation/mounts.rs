@@ -7,9 +7,7 @@ use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 use chrono::SecondsFormat;
-use dmtree_core::{
-    DataHandler, DmtError, Meta, Node, OpContext, Operation, Result, Scope, Tree, Uri, json_children, json_node,
-};
+use dmtree_core::{DataHandler, DmtError, Meta, Node, OpContext, Result, Tree, Uri, json_children, json_node};
 use serde_json::{Map, Value as Json, json};
 
 use super::Federation;
@@ -68,16 +66,7 @@ impl DataHandler for MountsHandler {
     }
 
     async fn meta(&self, _cx: OpContext<'_>, path: &Uri) -> Result<Meta> {
-        Ok(match path.depth() {
-            0 => {
-                Meta { scope: Scope::Permanent, ..Meta::read_only().with_operations(&[Operation::Get, Operation::Add]) }
-            }
-            1 => Meta {
-                scope: Scope::Dynamic,
-                ..Meta::read_only().with_operations(&[Operation::Get, Operation::Delete])
-            },
-            _ => Meta::read_only(),
-        })
+        Ok(Meta::collection(path))
     }
 
     async fn create(&self, _cx: OpContext<'_>, parent: &Uri, request: &Json) -> Result<Option<String>> {

@@ -6,9 +6,7 @@
 use std::sync::Weak;
 
 use async_trait::async_trait;
-use dmtree_core::{
-    DataHandler, DmtError, Meta, Node, OpContext, Operation, Result, Scope, Uri, json_children, json_node,
-};
+use dmtree_core::{DataHandler, DmtError, Meta, Node, OpContext, Result, Uri, json_children, json_node};
 use serde_json::Value as Json;
 
 use super::Push;
@@ -46,16 +44,7 @@ impl DataHandler for SubscriptionsHandler {
     }
 
     async fn meta(&self, _cx: OpContext<'_>, path: &Uri) -> Result<Meta> {
-        Ok(match path.depth() {
-            0 => {
-                Meta { scope: Scope::Permanent, ..Meta::read_only().with_operations(&[Operation::Get, Operation::Add]) }
-            }
-            1 => Meta {
-                scope: Scope::Dynamic,
-                ..Meta::read_only().with_operations(&[Operation::Get, Operation::Delete])
-            },
-            _ => Meta::read_only(),
-        })
+        Ok(Meta::collection(path))
     }
 
     async fn create(&self, cx: OpContext<'_>, parent: &Uri, request: &Json) -> Result<Option<String>> {

@@ -172,6 +172,11 @@ impl Push {
         Available { amqp: self.amqp.is_some(), xmpp: self.xmpp.is_some() }
     }
 
+    /// The XMPP session, where one is configured.
+    pub fn xmpp(&self) -> Option<Arc<xmpp::XmppLink>> {
+        self.xmpp.clone()
+    }
+
     pub fn tree(&self) -> &Arc<Tree> {
         &self.tree
     }

@@ -24,6 +24,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_xmpp::connect::DnsConfig;
 use tokio_xmpp::jid::Jid;
 use tokio_xmpp::parsers::message::{Lang, Message};
+use tokio_xmpp::parsers::presence::Presence;
+use tokio_xmpp::parsers::stanza::Stanza;
 use tokio_xmpp::stanzastream::{StanzaStage, StanzaState, StanzaToken};
 use tokio_xmpp::xmlstream::Timeouts;
 use tokio_xmpp::{Client, Event};
@@ -35,7 +37,8 @@ use super::worker::{Connector, Receipt, Sink};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct XmppConfig {
-    /// The JID dmtree logs in as, e.g. `dmtree@example.org`.
+    /// The JID dmtree logs in as, e.g. `dmtree@example.org` (resource
+    /// `dmtree`) or a full JID. One JID and resource per dmtree server.
     pub jid: String,
     pub password: String,
     /// `host:port` of the server's client port.
@@ -55,9 +58,16 @@ struct Outgoing {
     reply: oneshot::Sender<Result<StanzaToken, String>>,
 }
 
+/// A chat message that arrived: the sender's bare JID and the body.
+pub type Incoming = (String, String);
+
 /// The shared XMPP session.
 pub struct XmppLink {
     tx: mpsc::Sender<Outgoing>,
+    /// Where arriving messages go, once someone listens (ContextStore propagation).
+    inbox: Arc<Mutex<Option<mpsc::Sender<Incoming>>>>,
+    /// Tells the session to announce itself available (it now takes messages).
+    announce: Arc<tokio::sync::Notify>,
     online: Arc<AtomicBool>,
     /// Whether the server acks stanzas (XEP-0198).
     acks: Arc<AtomicBool>,
@@ -67,11 +77,50 @@ pub struct XmppLink {
 impl XmppLink {
     pub fn start(config: XmppConfig, send_timeout: Duration) -> Self {
         let (tx, rx) = mpsc::channel(1024);
-        let link =
-            Self { tx, online: Arc::default(), acks: Arc::default(), state: Arc::new(Mutex::new("connecting".into())) };
-        let status = Status { online: link.online.clone(), acks: link.acks.clone(), state: link.state.clone() };
+        let link = Self {
+            tx,
+            inbox: Arc::default(),
+            announce: Arc::default(),
+            online: Arc::default(),
+            acks: Arc::default(),
+            state: Arc::new(Mutex::new("connecting".into())),
+        };
+        let status = Status {
+            online: link.online.clone(),
+            acks: link.acks.clone(),
+            state: link.state.clone(),
+            inbox: link.inbox.clone(),
+            announce: link.announce.clone(),
+        };
         tokio::spawn(session(config, send_timeout, rx, status));
         link
+    }
+
+    /// Hands every arriving chat message with a body to `inbox` from now on.
+    /// The session is then "available", so the server delivers messages
+    /// (those it kept offline too); until then it stays unavailable, and
+    /// nothing is lost.
+    pub fn on_messages(&self, inbox: mpsc::Sender<Incoming>) {
+        *self.inbox.lock() = Some(inbox);
+        self.announce.notify_one();
+    }
+
+    /// Sends `body` to `to`; resolves once the server acked it (or, without
+    /// stream management, once written).
+    async fn deliver(&self, to: Jid, body: String) -> Result<(), String> {
+        if !self.online.load(Ordering::Acquire) {
+            return Err(format!("xmpp session is not online ({})", self.state.lock()));
+        }
+        let mut sink = XmppSink { tx: self.tx.clone(), to, acks: self.acks.load(Ordering::Acquire) };
+        sink.send(0, body.into_bytes(), "").await?.await
+    }
+}
+
+#[async_trait]
+impl dmtree_context_store::propagate::Relay for XmppLink {
+    async fn send(&self, to: &str, body: String) -> Result<(), String> {
+        let to: Jid = to.parse().map_err(|e| format!("invalid jid {to:?}: {e}"))?;
+        self.deliver(to, body).await
     }
 }
 
@@ -80,10 +129,39 @@ struct Status {
     online: Arc<AtomicBool>,
     acks: Arc<AtomicBool>,
     state: Arc<Mutex<String>>,
+    inbox: Arc<Mutex<Option<mpsc::Sender<Incoming>>>>,
+    announce: Arc<tokio::sync::Notify>,
+}
+
+/// Passes a message with a body on to the inbox, if there is one.
+fn received(stanza: Stanza, inbox: &Mutex<Option<mpsc::Sender<Incoming>>>) {
+    let Stanza::Message(message) = stanza else { return };
+    let (Some(from), Some((_, body))) = (&message.from, message.get_best_body_cloned(vec![])) else { return };
+    if let Some(inbox) = inbox.lock().as_ref()
+        && inbox.try_send((from.to_bare().to_string(), body)).is_err()
+    {
+        tracing::warn!(%from, "xmpp inbox full or closed; message dropped");
+    }
+}
+
+/// The resource a bare configured JID logs in with.
+const RESOURCE: &str = "dmtree";
+
+/// A fixed resource, so that a restarted dmtree replaces the session its
+/// previous process left behind. With a fresh random resource, that session
+/// would hibernate (stream management) holding the messages sent to it, and
+/// the server would bounce them when it expired; replaced, it hands what it
+/// did not deliver to offline storage, which the new session then receives.
+fn login_jid(configured: &str) -> Result<Jid, tokio_xmpp::jid::Error> {
+    let jid: Jid = configured.parse()?;
+    match jid.try_into_full() {
+        Ok(full) => Ok(full.into()),
+        Err(bare) => Ok(bare.with_resource_str(RESOURCE)?.into()),
+    }
 }
 
 async fn session(config: XmppConfig, send_timeout: Duration, mut rx: mpsc::Receiver<Outgoing>, status: Status) {
-    let jid: Jid = match config.jid.parse() {
+    let jid = match login_jid(&config.jid) {
         Ok(j) => j,
         Err(e) => {
             *status.state.lock() = format!("error: invalid jid {:?}: {e}", config.jid);
@@ -118,19 +196,29 @@ async fn session(config: XmppConfig, send_timeout: Duration, mut rx: mpsc::Recei
                     }
                 }
             }
+            _ = status.announce.notified() => {
+                if status.online.load(Ordering::Acquire) {
+                    let _ = client.send_stanza(Presence::available().into()).await;
+                }
+            }
             event = client.next() => match event {
                 Some(Event::Online { features, resumed, .. }) => {
                     status.acks.store(features.stream_management.is_some(), Ordering::Release);
                     status.online.store(true, Ordering::Release);
                     *status.state.lock() = "connected".into();
                     tracing::info!(sm = features.stream_management.is_some(), resumed, "xmpp session online");
+                    // Servers deliver messages for the bare JID (and those kept
+                    // offline) only to available resources: only when listening.
+                    if !resumed && status.inbox.lock().is_some() {
+                        let _ = client.send_stanza(Presence::available().into()).await;
+                    }
                 }
                 Some(Event::Disconnected(e)) => {
                     status.online.store(false, Ordering::Release);
                     *status.state.lock() = format!("retrying: {e}");
                     tracing::warn!(error = %e, "xmpp session lost; reconnecting");
                 }
-                Some(Event::Stanza(_)) => {}
+                Some(Event::Stanza(stanza)) => received(stanza, &status.inbox),
                 None => {
                     tracing::warn!("xmpp client stopped; starting a fresh one");
                     status.online.store(false, Ordering::Release);
@@ -175,5 +263,17 @@ impl Sink for XmppSink {
                 None => Err(format!("revision {revision} was dropped by the xmpp session")),
             }
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_jid_logs_in_with_the_fixed_resource_and_a_full_one_keeps_its_own() {
+        assert_eq!(login_jid("a@example.org").unwrap().to_string(), "a@example.org/dmtree");
+        assert_eq!(login_jid("a@example.org/site-b").unwrap().to_string(), "a@example.org/site-b");
+        assert!(login_jid("@").is_err());
     }
 }

@@ -1,11 +1,12 @@
-//! Federation state: remote mounts made at run time, grants, and event-bridge
-//! positions. Specs and grants are JSON whose shape the API layer owns.
+//! Mount and federation state: mounts made at run time, handlers' saved
+//! configurations, grants, and event-bridge positions. Specs, configurations
+//! and grants are JSON whose shape the API layer owns.
 
 use sqlx::Row;
 
 use crate::{SqliteState, StateError};
 
-/// A row of `remote_mounts` or `federation_grants`: an id and its JSON.
+/// A row of `mounts`, `handler_configs` or `federation_grants`: an id and its JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredJson {
     pub id: String,
@@ -13,13 +14,13 @@ pub struct StoredJson {
 }
 
 impl SqliteState {
-    pub async fn remote_mounts(&self) -> Result<Vec<StoredJson>, StateError> {
-        self.stored("SELECT id, spec AS json FROM remote_mounts ORDER BY created_ms, id").await
+    pub async fn mounts(&self) -> Result<Vec<StoredJson>, StateError> {
+        self.stored("SELECT id, spec AS json FROM mounts ORDER BY created_ms, id").await
     }
 
-    pub async fn add_remote_mount(&self, id: &str, spec: &str, created_ms: i64) -> Result<(), StateError> {
+    pub async fn add_mount(&self, id: &str, spec: &str, created_ms: i64) -> Result<(), StateError> {
         let mut conn = self.writer.lock().await;
-        sqlx::query("INSERT INTO remote_mounts (id, spec, created_ms) VALUES (?1, ?2, ?3)")
+        sqlx::query("INSERT INTO mounts (id, spec, created_ms) VALUES (?1, ?2, ?3)")
             .bind(id)
             .bind(spec)
             .bind(created_ms)
@@ -28,13 +29,37 @@ impl SqliteState {
         Ok(())
     }
 
-    /// Forgets the mount and where its bridge stopped.
-    pub async fn remove_remote_mount(&self, id: &str) -> Result<(), StateError> {
+    /// Forgets the mount, its saved configuration and where its bridge stopped.
+    pub async fn remove_mount(&self, id: &str) -> Result<(), StateError> {
         let mut conn = self.writer.lock().await;
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        sqlx::query("DELETE FROM remote_mounts WHERE id = ?1").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM mounts WHERE id = ?1").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM handler_configs WHERE mount_id = ?1").bind(id).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM bridge_positions WHERE mount_id = ?1").bind(id).execute(&mut *tx).await?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// The configuration a handler saved through its `config` subtree.
+    pub async fn handler_config(&self, id: &str) -> Result<Option<String>, StateError> {
+        let row = sqlx::query("SELECT config FROM handler_configs WHERE mount_id = ?1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get("config")))
+    }
+
+    pub async fn save_handler_config(&self, id: &str, config: &str, updated_ms: i64) -> Result<(), StateError> {
+        let mut conn = self.writer.lock().await;
+        sqlx::query(
+            "INSERT INTO handler_configs (mount_id, config, updated_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (mount_id) DO UPDATE SET config = excluded.config, updated_ms = excluded.updated_ms",
+        )
+        .bind(id)
+        .bind(config)
+        .bind(updated_ms)
+        .execute(&mut *conn)
+        .await?;
         Ok(())
     }
 
@@ -105,16 +130,20 @@ mod tests {
     async fn mounts_grants_and_positions_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let state = SqliteState::open(&dir.path().join("s.db")).await.unwrap();
-        state.add_remote_mount("b", "{\"at\":\"./sites/b\"}", 1).await.unwrap();
-        assert!(state.add_remote_mount("b", "{}", 2).await.is_err(), "ids are unique");
+        state.add_mount("b", "{\"at\":\"./sites/b\"}", 1).await.unwrap();
+        assert!(state.add_mount("b", "{}", 2).await.is_err(), "ids are unique");
         state.add_grant("g1", "{\"principal\":\"site-a\"}", 1).await.unwrap();
         assert_eq!(state.grants().await.unwrap()[0].id, "g1");
         state.save_bridge_positions(&[("b".into(), "http://b ./x".into(), 42)]).await.unwrap();
         state.save_bridge_positions(&[("b".into(), "http://b ./x".into(), 43)]).await.unwrap();
         assert_eq!(state.bridge_position("b", "http://b ./x").await.unwrap(), Some(43));
         assert_eq!(state.bridge_position("b", "http://c ./x").await.unwrap(), None, "another remote: start afresh");
-        state.remove_remote_mount("b").await.unwrap();
-        assert!(state.remote_mounts().await.unwrap().is_empty());
+        state.save_handler_config("b", "{\"interval_ms\":1}", 1).await.unwrap();
+        state.save_handler_config("b", "{\"interval_ms\":2}", 2).await.unwrap();
+        assert_eq!(state.handler_config("b").await.unwrap().as_deref(), Some("{\"interval_ms\":2}"));
+        state.remove_mount("b").await.unwrap();
+        assert!(state.mounts().await.unwrap().is_empty());
+        assert_eq!(state.handler_config("b").await.unwrap(), None);
         assert_eq!(state.bridge_position("b", "http://b ./x").await.unwrap(), None);
         state.remove_grant("g1").await.unwrap();
         assert!(state.grants().await.unwrap().is_empty());

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use dmtree_core::{ChangeSink, EventDraft, EventKind, Format, Uri, UriLimits, Value, Via};
+use dmtree_core::{ChangeSink, EventDraft, EventKind, Format, Uri, UriLimits, Value, Via, error_chain};
 use futures::StreamExt as _;
 use reqwest::Method;
 use serde_json::Value as Json;
 use tokio::time::Instant;
 
-use crate::link::{Link, chain, encode};
+use crate::link::{Link, encode};
+
 use crate::remote::Shared;
 use crate::sse::{SseFrame, SseReader};
 
@@ -67,7 +68,7 @@ pub async fn run(shared: Arc<Shared>, sink: ChangeSink) {
             }
             Err(e) => {
                 *link.stats.bridge.lock() = "reconnecting".into();
-                link.failed(format!("event stream: {}", chain(&e)));
+                link.failed(format!("event stream: {}", error_chain(&e)));
             }
         }
         tokio::time::sleep(retry).await;
@@ -83,7 +84,7 @@ where
 {
     futures::stream::unfold(bytes, |mut bytes| async move {
         match tokio::time::timeout(IDLE, bytes.next()).await {
-            Ok(Some(chunk)) => Some((chunk.map_err(|e| chain(&e)), bytes)),
+            Ok(Some(chunk)) => Some((chunk.map_err(|e| error_chain(&e)), bytes)),
             Ok(None) | Err(_) => None,
         }
     })

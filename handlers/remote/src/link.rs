@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use dmtree_core::{DmtError, Result, Uri, Via};
+use dmtree_core::{DmtError, Result, Uri, Via, error_chain};
 use parking_lot::Mutex;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{Value as Json, json};
@@ -130,10 +130,10 @@ impl Link {
                 let status = resp.status();
                 match resp.bytes().await {
                     Ok(body) => Ok((status, serde_json::from_slice(&body).unwrap_or(Json::Null))),
-                    Err(e) => Err(chain(&e)),
+                    Err(e) => Err(error_chain(&e)),
                 }
             }
-            Err(e) => Err(chain(&e)),
+            Err(e) => Err(error_chain(&e)),
         };
         match answer {
             Ok((status, body)) if status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED => {
@@ -191,18 +191,6 @@ impl Link {
             "last_error_at": last_error.as_ref().map_or("", |(t, _)| t.as_str()),
         })
     }
-}
-
-/// An error with its causes, which reqwest keeps in `source()`.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The remote's error answer as the same error here, about the local path.

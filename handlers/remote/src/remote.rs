@@ -252,6 +252,7 @@ fn node_of(path: &Uri, body: &Json) -> Result<Node> {
         mime: text("type"),
         version: props["version"].as_u64().unwrap_or(0),
         timestamp: timestamp.map(|t| t.with_timezone(&chrono::Utc)),
+        stale_ms: body["stale"]["age_ms"].as_u64(),
     };
     Ok(Node { kind, value, props })
 }
