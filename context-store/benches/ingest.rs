@@ -2,7 +2,8 @@
 //!
 //! 1. Ingest throughput into SQLite and into PostgreSQL, against a raw batched
 //!    sqlx insert (the native driver, multi-row INSERTs, 5000 rows per
-//!    transaction) of the same rows into the same database, in the same run.
+//!    transaction) of the same rows into the same database, in the same run;
+//!    the median of `BENCH_REPS` (default 7) interleaved runs of each.
 //! 2. The time to read one aggregate as the store grows to `BENCH_EVENTS`
 //!    events (default 10 000 000 on SQLite; PostgreSQL to `BENCH_PG_EVENTS`,
 //!    default 1 000 000).
@@ -55,24 +56,17 @@ async fn tree() -> Arc<Tree> {
 async fn run() {
     let n = env_or("BENCH_INGEST", 200_000);
     let dir = tempfile::tempdir().unwrap();
-    println!("# ingest: {n} events per run, batches of 1000, 16 concurrent submitters");
+    let reps = env_or("BENCH_REPS", 7);
+    println!(
+        "# ingest: {n} events per run, batches of 1000, 16 concurrent submitters; medians of {reps} interleaved runs, ratios per run (range)"
+    );
     println!("\n## ingest throughput (events/s)");
     println!(
         "| database | raw batched sqlx insert (baseline) | ContextStore ingest | ratio | with an aggregate handler | ratio |"
     );
     println!("|---|---:|---:|---:|---:|---:|");
-    for (name, url_a, url_b, url_c) in [
-        (
-            "SQLite",
-            format!("sqlite://{}", dir.path().join("raw.db").display()),
-            format!("sqlite://{}", dir.path().join("store.db").display()),
-            format!("sqlite://{}", dir.path().join("agg.db").display()),
-        ),
-        ("PostgreSQL", pg_database().await, pg_database().await, pg_database().await),
-    ] {
-        let events: Vec<ContextEvent> = (0..n).map(event).collect();
-        let raw = raw_insert(&url_a, &events).await;
-        let plain = store_ingest(&url_b, &events, Config::default()).await;
+    let only = std::env::var("BENCH_DB").unwrap_or_default().to_lowercase();
+    for name in ["SQLite", "PostgreSQL"].into_iter().filter(|n| only.is_empty() || n.to_lowercase() == only) {
         let mut agg = Config::default();
         agg.set(
             "handlers",
@@ -80,15 +74,45 @@ async fn run() {
             &json!({"kind": "aggregate", "input": "usage", "keys": ["user"], "value": "cpu", "window_s": 3600}),
         )
         .unwrap();
-        let with_agg = store_ingest(&url_c, &events, agg).await;
-        println!("| {name} | {raw:.0} | {plain:.0} | {:.2} | {with_agg:.0} | {:.2} |", plain / raw, with_agg / raw);
+        // Interleaved repetitions: this machine's throughput drifts by tens of
+        // percent between minutes, so single runs compare unlike moments.
+        let (mut raw, mut plain, mut with_agg) = (Vec::new(), Vec::new(), Vec::new());
+        for rep in 0..reps {
+            // Every run starts from an empty database.
+            let fresh = async |what: &str| match name {
+                "SQLite" => format!("sqlite://{}", dir.path().join(format!("{what}-{rep}.db")).display()),
+                _ => pg_database().await,
+            };
+            let (url_a, url_b, url_c) = (fresh("raw").await, fresh("store").await, fresh("agg").await);
+            let events: Vec<ContextEvent> = (0..n).map(event).collect();
+            raw.push(raw_insert(&url_a, &events).await);
+            plain.push(store_ingest(&url_b, &events, Config::default()).await);
+            with_agg.push(store_ingest(&url_c, &events, agg.clone()).await);
+        }
+        let ratios = |store: &[f64]| {
+            let each: Vec<f64> = store.iter().zip(&raw).map(|(s, r)| s / r).collect();
+            let (lo, hi) = each.iter().fold((f64::MAX, f64::MIN), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
+            format!("{:.2} ({lo:.2}–{hi:.2})", median(each))
+        };
+        let (r_plain, r_agg) = (ratios(&plain), ratios(&with_agg));
+        let (raw, plain, with_agg) = (median(raw), median(plain), median(with_agg));
+        println!("| {name} | {raw:.0} | {plain:.0} | {r_plain} | {with_agg:.0} | {r_agg} |");
     }
 
     println!("\n## reading one aggregate (GET …/aggregates/usage/u7/<window>/sum) as events accumulate");
     println!("| database | events stored | p50 µs | p99 µs |\n|---|---:|---:|---:|");
-    let sqlite = format!("sqlite://{}", dir.path().join("big.db").display());
-    aggregate_reads("SQLite", &sqlite, env_or("BENCH_EVENTS", 10_000_000)).await;
-    aggregate_reads("PostgreSQL", &pg_database().await, env_or("BENCH_PG_EVENTS", 1_000_000)).await;
+    if only.is_empty() || only == "sqlite" {
+        let sqlite = format!("sqlite://{}", dir.path().join("big.db").display());
+        aggregate_reads("SQLite", &sqlite, env_or("BENCH_EVENTS", 10_000_000)).await;
+    }
+    if only.is_empty() || only == "postgresql" {
+        aggregate_reads("PostgreSQL", &pg_database().await, env_or("BENCH_PG_EVENTS", 1_000_000)).await;
+    }
+}
+
+fn median(mut runs: Vec<f64>) -> f64 {
+    runs.sort_by(f64::total_cmp);
+    runs[runs.len() / 2]
 }
 
 /// The baseline: the same rows, multi-row INSERTs of 500, 5000 rows per transaction.

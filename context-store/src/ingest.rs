@@ -65,11 +65,10 @@ async fn write(store: &ContextStore, jobs: &[Job]) -> Result<Vec<Report>, sqlx::
     let unique: Vec<&ContextEvent> = jobs.iter().flat_map(|j| &j.events).filter(|e| seen.insert(e.id)).collect();
     let backend = store.db().backend();
     let fresh_ids = insert_events(&mut tx, backend, &unique).await?;
-    let fresh: Vec<&ContextEvent> = unique.iter().copied().filter(|e| fresh_ids.contains(&e.id)).collect();
+    let fresh = fresh_ids.keep(&unique);
     let outcome = processor::run(&mut tx, &config.handlers, &fresh).await?;
     let derived: Vec<&ContextEvent> = outcome.derived.iter().collect();
-    let derived_ids = insert_events(&mut tx, backend, &derived).await?;
-    let new_derived: Vec<&ContextEvent> = derived.iter().copied().filter(|e| derived_ids.contains(&e.id)).collect();
+    let new_derived = insert_events(&mut tx, backend, &derived).await?.keep(&derived);
 
     for (target, p) in &config.propagation {
         let outgoing: Vec<&&ContextEvent> =
@@ -117,6 +116,10 @@ async fn write(store: &ContextStore, jobs: &[Job]) -> Result<Vec<Report>, sqlx::
         store.wake_forwarders();
     }
     // Each job learns how many of its own events were new.
+    let submitted: usize = jobs.iter().map(|j| j.events.len()).sum();
+    if matches!(fresh_ids, Fresh::All) && unique.len() == submitted {
+        return Ok(jobs.iter().map(|j| Report { stored: j.events.len(), duplicates: 0 }).collect());
+    }
     let mut credited = HashSet::new();
     Ok(jobs
         .iter()
@@ -127,7 +130,27 @@ async fn write(store: &ContextStore, jobs: &[Job]) -> Result<Vec<Report>, sqlx::
         .collect())
 }
 
-/// Inserts events that are not stored yet; returns the ids that were new.
+/// Which of the events offered to [`insert_events`] were new.
+enum Fresh {
+    /// All of them: the common case, answered without hashing every id again.
+    All,
+    Only(HashSet<Uuid>),
+}
+
+impl Fresh {
+    fn contains(&self, id: &Uuid) -> bool {
+        match self {
+            Fresh::All => true,
+            Fresh::Only(ids) => ids.contains(id),
+        }
+    }
+
+    fn keep<'a>(&self, events: &[&'a ContextEvent]) -> Vec<&'a ContextEvent> {
+        events.iter().copied().filter(|e| self.contains(&e.id)).collect()
+    }
+}
+
+/// Inserts events that are not stored yet; says which were new.
 ///
 /// Duplicates are rare, so the rows first go in as plain INSERTs (an upsert,
 /// `ON CONFLICT DO NOTHING`, costs PostgreSQL a speculative insertion per row,
@@ -137,7 +160,10 @@ async fn insert_events(
     conn: &mut AnyConnection,
     backend: Backend,
     events: &[&ContextEvent],
-) -> Result<HashSet<Uuid>, sqlx::Error> {
+) -> Result<Fresh, sqlx::Error> {
+    if events.is_empty() {
+        return Ok(Fresh::All);
+    }
     let mut types: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     types.sort_unstable();
     types.dedup();
@@ -164,7 +190,7 @@ async fn insert_events(
     }
     if clean {
         sqlx::query("RELEASE SAVEPOINT cs_insert").execute(&mut *conn).await?;
-        return Ok(events.iter().map(|e| e.id).collect());
+        return Ok(Fresh::All);
     }
     sqlx::query("ROLLBACK TO SAVEPOINT cs_insert").execute(&mut *conn).await?;
     let mut fresh = HashSet::new();
@@ -172,7 +198,7 @@ async fn insert_events(
         fresh.extend(insert_chunk(conn, backend, chunk, true).await?);
     }
     sqlx::query("RELEASE SAVEPOINT cs_insert").execute(&mut *conn).await?;
-    Ok(fresh)
+    Ok(Fresh::Only(fresh))
 }
 
 /// One multi-row INSERT: plain, or skipping existing ids and returning the new ones.

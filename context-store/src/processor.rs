@@ -27,14 +27,25 @@ pub struct Outcome {
 /// `?` for SQLite, where numbered names make binding quadratic (sqlx looks up
 /// every parameter's name, and SQLite finds names by a linear scan).
 pub(crate) fn values(backend: Backend, rows: usize, cols: usize) -> String {
-    let one = |i: usize| match backend {
-        Backend::Postgres => format!("${i}"),
-        Backend::Sqlite => "?".to_owned(),
-    };
-    (0..rows)
-        .map(|r| format!("({})", (1..=cols).map(|c| one(r * cols + c)).collect::<Vec<_>>().join(", ")))
-        .collect::<Vec<_>>()
-        .join(", ")
+    use std::fmt::Write as _;
+    // One buffer: this runs for every chunk of every batch.
+    let mut sql = String::with_capacity(rows * cols * 7);
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 1..=cols {
+            if c > 1 {
+                sql.push_str(", ");
+            }
+            match backend {
+                Backend::Postgres => {
+                    let _ = write!(sql, "${}", r * cols + c);
+                }
+                Backend::Sqlite => sql.push('?'),
+            }
+        }
+        sql.push(')');
+    }
+    sql
 }
 
 /// Key parts are joined by the unit separator, which keys may not contain.

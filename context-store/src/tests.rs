@@ -80,6 +80,26 @@ async fn query(store: &ContextStore, q: Json) -> Result<Vec<ContextEvent>, Strin
     crate::query::run(store, q).await.map(|p| p.events).map_err(|e| e.to_string())
 }
 
+/// A batch mixing new events, an event already stored and one repeated
+/// inside the batch stores and counts each event once.
+#[tokio::test]
+async fn a_mixed_batch_stores_and_counts_each_event_once() {
+    for backend in backends().await {
+        let agg = json!({"kind": "aggregate", "input": "usage", "keys": ["user"], "value": "cpu", "window_s": 600});
+        let store = ContextStore::start(&backend.url, &tree().await, settings(), config(&[("handlers", "usage", agg)]))
+            .await
+            .unwrap();
+        let old = usage("alice", "vm1", 1.0, at(0, 0));
+        assert_eq!(store.ingest(vec![old.clone()]).await.unwrap().stored, 1);
+        let new = usage("alice", "vm1", 2.0, at(1, 0));
+        let report = store.ingest(vec![old, new.clone(), new, usage("alice", "vm2", 4.0, at(2, 0))]).await.unwrap();
+        assert_eq!((report.stored, report.duplicates), (2, 2), "{}", backend.url);
+        let handler = ContextStoreHandler::new(store.clone());
+        let sum = read(&handler, "aggregates/usage/alice/2026-11-22T10:00:00Z/sum").await;
+        assert_eq!(sum, Some(Value::Float(7.0)), "{}", backend.url);
+    }
+}
+
 #[tokio::test]
 async fn aggregates_per_key_per_window_and_announce_closed_windows() {
     for backend in backends().await {
