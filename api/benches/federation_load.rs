@@ -25,14 +25,10 @@ fn main() {
     rt.block_on(run());
 }
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
 async fn run() {
-    let requests = env_or("BENCH_REQUESTS", 5000);
-    let secs = Duration::from_secs(env_or("BENCH_SECS", 5));
-    let conns = env_or("BENCH_CONNS", 16) as usize;
+    let requests = common::env_or("BENCH_REQUESTS", 5000);
+    let secs = Duration::from_secs(common::env_or("BENCH_SECS", 5));
+    let conns = common::env_or("BENCH_CONNS", 16) as usize;
     let t = common::Trio::start(json!({"cache_ms": 0}), false).await;
 
     // A mounts C directly too (C grants site-a), for the one-hop path.

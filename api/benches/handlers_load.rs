@@ -29,10 +29,6 @@ fn main() {
     rt.block_on(run());
 }
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
 /// 100 users × 10 VMs; each request moves every VM's CPU usage.
 fn cloud(round: u64) -> String {
     let users: Vec<Value> = (0..100)
@@ -74,8 +70,8 @@ fn cpu_time(pid: u32) -> Duration {
 }
 
 async fn run() {
-    let requests = env_or("BENCH_REQUESTS", 5000);
-    let window = Duration::from_secs(env_or("BENCH_WINDOW_SECS", 30));
+    let requests = common::env_or("BENCH_REQUESTS", 5000);
+    let window = Duration::from_secs(common::env_or("BENCH_WINDOW_SECS", 30));
     let server = common::Server::start(&common::config_with(""));
     let admin = server.as_admin();
     let (url, served) = start_cloud().await;

@@ -41,14 +41,10 @@ fn main() {
     rt.block_on(run());
 }
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
 async fn run() {
-    let secs = Duration::from_secs(env_or("BENCH_SECS", 10));
-    let conns = env_or("BENCH_CONNS", 32) as usize;
-    let big = env_or("BENCH_BIG", 1_000_000);
+    let secs = Duration::from_secs(common::env_or("BENCH_SECS", 10));
+    let conns = common::env_or("BENCH_CONNS", 32) as usize;
+    let big = common::env_or("BENCH_BIG", 1_000_000);
     if !wrk_available() {
         eprintln!("http_load needs wrk (apt-get install wrk)");
         std::process::exit(2);

@@ -29,10 +29,6 @@ use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -42,8 +38,8 @@ fn main() {
 }
 
 async fn run() {
-    let secs = Duration::from_secs(env_or("BENCH_SECS", 10));
-    let messages = env_or("BENCH_MESSAGES", 50_000);
+    let secs = Duration::from_secs(common::env_or("BENCH_SECS", 10));
+    let messages = common::env_or("BENCH_MESSAGES", 50_000);
     let exchange = common::unique("dmtree.bench.");
     let config =
         format!("[push]\nbuffer = 65536\n\n[push.amqp]\nurl = \"{}\"\nexchange = \"{exchange}\"\n", common::amqp_url());

@@ -527,3 +527,8 @@ impl Trio {
 pub fn unreachable_url() -> String {
     format!("http://{}", free_address())
 }
+
+/// A benchmark knob: the variable's value, or `default` when unset or not a number.
+pub fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
