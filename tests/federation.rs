@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ALICE, SITE_A, SITE_B, SITE_C, Trio, unique};
+use common::{ADMIN, ALICE, SITE_A, SITE_B, SITE_C, Trio, unique};
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
@@ -16,8 +16,17 @@ async fn trio() -> &'static Trio {
     TRIO.get_or_init(|| Trio::start(json!({}), false)).await
 }
 
-fn mount_ids(reply: &Value) -> Vec<String> {
-    reply["children"].as_object().map(|c| c.keys().cloned().collect()).unwrap_or_default()
+/// The mount points among `points` that are mounted on `server`. Tests run
+/// concurrently and mount elsewhere on the same servers, so a refused mount is
+/// checked by where it would have been, not by the whole list.
+async fn mounted(server: &common::Http, points: &[&str]) -> Vec<String> {
+    let reply = server.get("/tree/mounts?depth=2").await;
+    let children = reply.body["children"].as_object().cloned().unwrap_or_default();
+    children
+        .values()
+        .filter_map(|m| m["children"]["uri"]["value"].as_str().map(str::to_owned))
+        .filter(|uri| points.contains(&uri.as_str()))
+        .collect()
 }
 
 #[tokio::test]
@@ -95,17 +104,58 @@ async fn an_event_at_c_reaches_a_subscriber_on_a_with_the_uri_rewritten() {
     assert!(bridged.body["value"].as_u64().unwrap_or(0) >= 2, "{:?}", bridged.body);
 }
 
+/// `dmtree` (the CLI) against server `base` as admin; its stdout, or the failure.
+fn dmtree(base: &str, args: &[&str]) -> Result<String, String> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dmtree"))
+        .args(args)
+        .env("DMTREE_SERVER", base)
+        .env("DMTREE_TOKEN", ADMIN)
+        .output()
+        .expect("run dmtree");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    if out.status.success() { Ok(text(&out.stdout)) } else { Err(text(&out.stderr)) }
+}
+
+#[tokio::test]
+async fn the_cli_mounts_and_unmounts_a_remote_tree() {
+    let t = trio().await;
+    let (a, c) = (t.a.as_admin(), t.c.as_admin());
+    let n = unique("cli");
+    assert_eq!(c.put(&format!("/tree/config/{n}/v"), json!({"value": 7})).await.status, 201);
+    let grant = json!({"id": n, "principal": "site-a", "subtrees": [format!("./config/{n}")], "rights": "read-write"});
+    assert_eq!(c.post("/tree/federation/grants", grant).await.status, 201);
+    let (at, remote) = (format!("./cli/{n}"), format!("./config/{n}"));
+    let args = ["mount", &at, &t.c.base, &remote, "--id", &n, "--remote-token", SITE_A, "--timeout-ms", "2000"];
+    let out = dmtree(&t.a.base, &args).expect("dmtree mount");
+    assert_eq!(out.trim(), format!("mounted {} {remote} at {at} as {n}", t.c.base));
+    assert_eq!(a.get(&format!("/tree/cli/{n}/v")).await.body["value"], json!(7));
+    assert_eq!(dmtree(&t.a.base, &["get", &format!("{at}/v")]).expect("get through the mount").trim(), "7");
+    assert_eq!(a.get(&format!("/tree/mounts/{n}/remote/timeout_ms")).await.body["value"], json!(2000));
+
+    // Refusals come back as the server's error, and leave nothing mounted.
+    let err = dmtree(&t.a.base, &["mount", &at, &t.c.base, &remote, "--remote-token", SITE_A]).unwrap_err();
+    assert!(err.contains("(409)") || err.contains("(400)"), "a mount over a mount: {err}");
+    let err = dmtree(&t.a.base, &["unmount", "./cli"]).unwrap_err();
+    assert!(err.contains("./cli is not a mount point"), "{err}");
+    let err = dmtree(&t.a.base, &["unmount", "./config"]).unwrap_err();
+    assert!(err.contains("command_not_allowed (405)") && err.contains("built-in"), "{err}");
+
+    assert_eq!(dmtree(&t.a.base, &["unmount", &at]).expect("unmount by mount point").trim(), format!("unmounted {n}"));
+    assert_eq!(a.get(&format!("/tree/cli/{n}/v")).await.status, 404, "unmounted");
+    assert_eq!(a.get(&format!("/tree/mounts/{n}")).await.status, 404);
+    assert_eq!(c.delete(&format!("/tree/federation/grants/{n}")).await.status, 204);
+}
+
 #[tokio::test]
 async fn a_mount_outside_a_grant_is_refused_and_grants_are_enforced_per_request() {
     let t = trio().await;
     let a = t.a.as_admin();
-    let before = mount_ids(&a.get("/tree/mounts").await.body);
     let request =
         json!({"at": "./other/b", "url": t.b.base, "remote_uri": "./config", "credentials": {"token": SITE_A}});
     let r = a.post("/tree/mounts", request).await;
     assert_eq!((r.status, r.code()), (403, "permission_denied"), "{:?}", r.body);
     assert!(r.body["error"]["message"].as_str().unwrap().contains("no grant"), "{:?}", r.body);
-    assert_eq!(mount_ids(&a.get("/tree/mounts").await.body), before, "nothing half-mounted");
+    assert!(mounted(&a, &["./other/b"]).await.is_empty(), "nothing half-mounted");
 
     // A read-only grant lets a mount read, not write; revoking it shuts the mount out.
     let n = unique("ro");
@@ -138,11 +188,10 @@ async fn a_loop_is_refused_at_mount_time_and_per_request() {
     let grant = json!({"id": "c", "principal": "site-c", "subtrees": ["./sites"], "rights": "read-only"});
     assert_eq!(t.a.as_admin().post("/tree/federation/grants", grant).await.status, 201);
     let c = t.c.as_admin();
-    let before = mount_ids(&c.get("/tree/mounts").await.body);
     let request = json!({"at": "./loop/a", "url": t.a.base, "remote_uri": "./sites", "credentials": {"token": SITE_C}});
     let r = c.post("/tree/mounts", request).await;
     assert_eq!((r.status, r.code()), (409, "loop_detected"), "{:?}", r.body);
-    assert_eq!(mount_ids(&c.get("/tree/mounts").await.body), before);
+    assert!(mounted(&c, &["./loop/a"]).await.is_empty(), "nothing half-mounted");
 
     // Whatever the mounts, a request that comes back is refused, and so is one past max_hops.
     let looped = t.b.http().token(SITE_A).request(reqwest::Method::GET, "/tree/sites/c").header("Dmtree-Via", "a,b");
@@ -163,7 +212,6 @@ async fn a_loop_is_refused_at_mount_time_and_per_request() {
 async fn bad_mount_requests_get_4xx_and_leave_nothing_behind() {
     let t = trio().await;
     let a = t.a.as_admin();
-    let before = mount_ids(&a.get("/tree/mounts").await.body);
     let token = json!({"token": SITE_A});
     let cases = [
         (json!({"at": "./m1", "url": "127.0.0.1:1", "remote_uri": "./sites"}), 400, "invalid_data", "invalid url"),
@@ -222,7 +270,8 @@ async fn bad_mount_requests_get_4xx_and_leave_nothing_behind() {
         assert_eq!((r.status, r.code()), (status, code), "{request}: {:?}", r.body);
         assert!(r.body["error"]["message"].as_str().unwrap_or("").contains(says), "{request}: {:?}", r.body);
     }
-    assert_eq!(mount_ids(&a.get("/tree/mounts").await.body), before, "nothing half-mounted");
+    assert!(mounted(&a, &["./m1", "./config/inside"]).await.is_empty(), "nothing half-mounted");
+    assert_eq!(mounted(&a, &["./sites/b"]).await.len(), 1, "the existing mount is untouched");
     let r = a.delete("/tree/mounts/not-a-mount").await;
     assert_eq!((r.status, r.code()), (404, "node_not_found"));
     let r = a.delete("/tree/mounts/config").await;
