@@ -14,14 +14,13 @@
 //! VM's resources children of the VM.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use dmtree_core::UriLimits;
 use serde::Deserialize;
 use serde_json::{Map, Value as Json, json};
 
-use super::{Supplier, SupplyError, client, fetch};
+use super::{Endpoint, Supplier, SupplyError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,25 +54,15 @@ pub struct Host {
     pub resources: BTreeMap<String, Json>,
 }
 
-pub struct Cloud {
-    url: String,
-    timeout: Duration,
-    http: reqwest::Client,
-}
-
-impl Cloud {
-    pub fn new(url: String, timeout: Duration) -> Self {
-        Self { url, timeout, http: client() }
-    }
-}
+/// A cloud's REST API answering a [`CloudReport`].
+pub struct Cloud(pub(super) Endpoint);
 
 #[async_trait]
 impl Supplier for Cloud {
     async fn poll(&self) -> Result<Json, SupplyError> {
-        let text = fetch(&self.http, &self.url, self.timeout).await?;
-        let bad = |reason: String| SupplyError::BadAnswer { url: self.url.clone(), reason };
-        let report: CloudReport = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-        report.into_tree().map_err(bad)
+        let text = self.0.fetch().await?;
+        let report: CloudReport = serde_json::from_str(&text).map_err(|e| self.0.bad_answer(e))?;
+        report.into_tree().map_err(|e| self.0.bad_answer(e))
     }
 }
 

@@ -37,20 +37,38 @@ pub fn build(spec: &InfraSpec) -> Arc<dyn Supplier> {
     let timeout = Duration::from_millis(spec.timeout_ms);
     match spec.supplier {
         SupplierKind::Localhost => Arc::new(localhost::Localhost::default()),
-        SupplierKind::Prometheus => Arc::new(prometheus::Exporter::new(spec.url.clone(), timeout)),
-        SupplierKind::Cloud => Arc::new(cloud::Cloud::new(spec.url.clone(), timeout)),
+        SupplierKind::Prometheus => Arc::new(prometheus::Exporter(Endpoint::new(spec.url.clone(), timeout))),
+        SupplierKind::Cloud => Arc::new(cloud::Cloud(Endpoint::new(spec.url.clone(), timeout))),
     }
 }
 
-/// One GET with the poll's timeout; the body as text.
-async fn fetch(http: &reqwest::Client, url: &str, timeout: Duration) -> Result<String, SupplyError> {
-    let unreachable = |e: reqwest::Error| SupplyError::Unreachable { url: url.to_owned(), reason: describe(&e) };
-    let resp = http.get(url).timeout(timeout).send().await.map_err(unreachable)?;
-    let status = resp.status();
-    if !status.is_success() {
-        return Err(SupplyError::BadAnswer { url: url.to_owned(), reason: format!("HTTP {status}") });
+/// An HTTP source polled with one GET: the Prometheus and cloud suppliers.
+struct Endpoint {
+    url: String,
+    timeout: Duration,
+    http: reqwest::Client,
+}
+
+impl Endpoint {
+    fn new(url: String, timeout: Duration) -> Self {
+        let http = reqwest::Client::builder().pool_max_idle_per_host(2).build().unwrap_or_default();
+        Self { url, timeout, http }
     }
-    resp.text().await.map_err(unreachable)
+
+    /// One GET with the poll's timeout; the body as text.
+    async fn fetch(&self) -> Result<String, SupplyError> {
+        let unreachable = |e: reqwest::Error| SupplyError::Unreachable { url: self.url.clone(), reason: describe(&e) };
+        let resp = self.http.get(&self.url).timeout(self.timeout).send().await.map_err(unreachable)?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(self.bad_answer(format!("HTTP {status}")));
+        }
+        resp.text().await.map_err(unreachable)
+    }
+
+    fn bad_answer(&self, reason: impl ToString) -> SupplyError {
+        SupplyError::BadAnswer { url: self.url.clone(), reason: reason.to_string() }
+    }
 }
 
 fn describe(e: &reqwest::Error) -> String {
@@ -61,8 +79,4 @@ fn describe(e: &reqwest::Error) -> String {
     } else {
         dmtree_core::error_chain(e)
     }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().pool_max_idle_per_host(2).build().unwrap_or_default()
 }

@@ -9,32 +9,20 @@
 //! - values are floats (as in Prometheus); NaN and ±Inf are the strings
 //!   `NaN`, `+Inf`, `-Inf`.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use serde_json::{Map, Value as Json};
 
-use super::{Supplier, SupplyError, client, fetch};
+use super::{Endpoint, Supplier, SupplyError};
 use crate::exposition::{self, Family, Labels, MetricType, Sample};
 
-pub struct Exporter {
-    url: String,
-    timeout: Duration,
-    http: reqwest::Client,
-}
-
-impl Exporter {
-    pub fn new(url: String, timeout: Duration) -> Self {
-        Self { url, timeout, http: client() }
-    }
-}
+/// A Prometheus `/metrics` endpoint.
+pub struct Exporter(pub(super) Endpoint);
 
 #[async_trait]
 impl Supplier for Exporter {
     async fn poll(&self) -> Result<Json, SupplyError> {
-        let text = fetch(&self.http, &self.url, self.timeout).await?;
-        let families = exposition::parse(&text)
-            .map_err(|e| SupplyError::BadAnswer { url: self.url.clone(), reason: e.to_string() })?;
+        let text = self.0.fetch().await?;
+        let families = exposition::parse(&text).map_err(|e| self.0.bad_answer(e))?;
         Ok(Json::Object(families.iter().map(|f| (f.name.clone(), family_node(f))).collect()))
     }
 }
