@@ -66,36 +66,57 @@ async fn an_atomic_session_is_all_or_nothing_across_a_crash() {
     assert_eq!(listing["children"].as_object().unwrap().len(), 21);
 }
 
-/// Writes keep arriving while the server is killed at a random moment: every
-/// write that was acknowledged is there after the restart.
+/// Writes keep arriving, from several connections, while the server is
+/// killed at a random moment: every write that was acknowledged is there
+/// after the restart, and every node that is there has its event in the
+/// journal (a change and its event are durable together).
 #[tokio::test]
 async fn acknowledged_writes_survive_a_kill_mid_stream() {
     let mut server = Server::start(&config_with(""));
-    let admin = server.as_admin();
-    let writer = tokio::spawn(async move {
-        let mut acked = Vec::new();
-        for i in 0..10_000 {
-            let r = admin
-                .request(reqwest::Method::PUT, &format!("/tree/config/m/n{i}"))
-                .json(&json!({"value": i}))
-                .send()
-                .await;
-            match r {
-                Ok(resp) if resp.status().as_u16() == 201 => acked.push(i),
-                _ => break,
-            }
-        }
-        acked
-    });
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let admin = server.as_admin();
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for i in (w..10_000).step_by(8) {
+                    let r = admin
+                        .request(reqwest::Method::PUT, &format!("/tree/config/m/n{i}"))
+                        .json(&json!({"value": i}))
+                        .send()
+                        .await;
+                    match r {
+                        Ok(resp) if resp.status().as_u16() == 201 => acked.push(i),
+                        _ => break,
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
     tokio::time::sleep(Duration::from_millis(700)).await;
     server.kill9();
-    let acked = writer.await.unwrap();
-    assert!(acked.len() > 10, "the writer made progress before the kill ({})", acked.len());
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await.unwrap());
+    }
+    assert!(acked.len() > 10, "the writers made progress before the kill ({})", acked.len());
     server.crash_and_restart();
-    let listing = server.as_admin().get("/tree/config/m").await.body;
+    let admin = server.as_admin();
+    let listing = admin.get("/tree/config/m").await.body;
     let stored = listing["children"].as_object().unwrap();
     for i in &acked {
         assert!(stored.contains_key(&format!("n{i}")), "acknowledged write n{i} was lost");
+    }
+    let mut replay = admin.events("?uri=./config/m/*&since=0", None).await;
+    let journaled: std::collections::HashSet<String> = replay
+        .drain(Duration::from_millis(500))
+        .await
+        .iter()
+        .filter(|e| e["kind"] == "added")
+        .map(|e| e["uri"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    for name in stored.keys() {
+        assert!(journaled.contains(&format!("./config/m/{name}")), "{name} is stored but has no event");
     }
 }
 

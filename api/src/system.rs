@@ -4,8 +4,11 @@
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
+use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
-use dmtree_core::{SnapshotHandler, Tree, Uri};
+use dmtree_core::{
+    DataHandler, DmtError, Node, OpContext, Result, SessionInfo, SnapshotHandler, Tree, Uri, entry_children, entry_node,
+};
 use serde_json::{Map, Value as Json, json};
 
 use crate::metrics::Metrics;
@@ -27,7 +30,7 @@ pub fn mount(
             move || system(&weak, &metrics, started, started_at, &instance)
         })),
     )?;
-    tree.mount("sessions", at("sessions"), Arc::new(SnapshotHandler::new("sessions", move || sessions(&weak))))?;
+    tree.mount("sessions", at("sessions"), Arc::new(SessionsHandler { tree: weak }))?;
     Ok(())
 }
 
@@ -54,24 +57,49 @@ fn system(tree: &Weak<Tree>, metrics: &Metrics, started: Instant, started_at: Da
             "journal_failures": tree.events().journal_failures(),
             "sse_subscribers": metrics.sse_subscribers.get(),
         },
-        "sessions": { "open": tree.sessions().len() },
+        "sessions": { "open": tree.session_count() },
     })
 }
 
-fn sessions(tree: &Weak<Tree>) -> Json {
-    let Some(tree) = tree.upgrade() else { return json!({}) };
-    tree.sessions()
-        .iter()
-        .map(|s| {
-            let body = json!({
-                "principal": s.principal.to_string(),
-                "root": s.root.to_string(),
-                "lock": s.mode.as_str(),
-                "opened": time(s.opened),
-                "idle_timeout_ms": s.idle_timeout.as_millis() as u64,
-            });
-            (s.id.clone(), body)
-        })
-        .collect::<Map<_, _>>()
-        .into()
+/// `./sessions`: each caller sees its own sessions (admin sees all); a read
+/// renders one session, not the whole table.
+struct SessionsHandler {
+    tree: Weak<Tree>,
+}
+
+impl SessionsHandler {
+    fn tree(&self, path: &Uri) -> Result<Arc<Tree>> {
+        self.tree.upgrade().ok_or_else(|| DmtError::store(path, "the server is shutting down"))
+    }
+}
+
+fn session_json(s: &SessionInfo) -> Json {
+    json!({
+        "principal": s.principal.to_string(),
+        "root": s.root.to_string(),
+        "lock": s.mode.as_str(),
+        "opened": time(s.opened),
+        "idle_timeout_ms": s.idle_timeout.as_millis() as u64,
+    })
+}
+
+#[async_trait]
+impl DataHandler for SessionsHandler {
+    fn kind(&self) -> &'static str {
+        "sessions"
+    }
+
+    async fn get(&self, cx: OpContext<'_>, path: &Uri) -> Result<Node> {
+        let tree = self.tree(path)?;
+        entry_node(path, |id| tree.visible_session(cx.principal, id).as_ref().map(session_json))
+    }
+
+    async fn children(&self, cx: OpContext<'_>, path: &Uri) -> Result<Vec<String>> {
+        let tree = self.tree(path)?;
+        entry_children(
+            path,
+            || tree.visible_session_ids(cx.principal),
+            |id| tree.visible_session(cx.principal, id).as_ref().map(session_json),
+        )
+    }
 }

@@ -63,7 +63,15 @@ impl Principal {
             Principal::Named(n) => Some(n),
         }
     }
+
+    /// The operator principal: it may see and end every session and subscription.
+    pub fn is_admin(&self) -> bool {
+        self.name() == Some(ADMIN)
+    }
 }
+
+/// The principal that owns the server (the first-start token's).
+pub const ADMIN: &str = "admin";
 
 impl fmt::Display for Principal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -98,6 +106,24 @@ impl Acl {
             .is_some_and(|set| set.contains(EVERYONE) || principal.name().is_some_and(|name| set.contains(name)))
     }
 
+    /// What both ACLs grant: per permission, the principals both name
+    /// (`*` in one keeps the other's list).
+    pub fn intersect(&self, other: &Acl) -> Acl {
+        let mut out = Acl::default();
+        for perm in Permission::ALL {
+            let (Some(a), Some(b)) = (self.grants.get(&perm), other.grants.get(&perm)) else { continue };
+            let both: BTreeSet<Arc<str>> = match (a.contains(EVERYONE), b.contains(EVERYONE)) {
+                (true, _) => b.clone(),
+                (_, true) => a.clone(),
+                _ => a.intersection(b).cloned().collect(),
+            };
+            if !both.is_empty() {
+                out.grants.insert(perm, both);
+            }
+        }
+        out
+    }
+
     /// The principals granted `perm` (for display).
     pub fn principals(&self, perm: Permission) -> impl Iterator<Item = &str> {
         self.grants.get(&perm).into_iter().flatten().map(|p| &**p)
@@ -110,6 +136,58 @@ impl Acl {
             acl = acl.grant(perm, "admin");
         }
         acl
+    }
+}
+
+/// Who may read an event: every ACL listed must grant `Get`. The tree records
+/// the ACLs that governed the node before and after the change, so an event
+/// never outlives the rights under which it was committed (a deleted secret's
+/// URI later inherits its parent's ACL; its old events must not).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadRule(Vec<Arc<Acl>>);
+
+impl ReadRule {
+    /// Adds an ACL that must also grant `Get` (skipping one already listed).
+    pub fn and(&mut self, acl: Arc<Acl>) {
+        if !self.0.iter().any(|a| Arc::ptr_eq(a, &acl) || **a == *acl) {
+            self.0.push(acl);
+        }
+    }
+
+    /// Readable only by `principal` (and admin): a session's own events.
+    pub fn only(principal: &Principal) -> Self {
+        let mut acl = Acl::default().grant(Permission::Get, ADMIN);
+        if let Some(name) = principal.name() {
+            acl = acl.grant(Permission::Get, name);
+        }
+        Self(vec![Arc::new(acl)])
+    }
+
+    /// An empty rule restricts nothing: events from before rules were recorded.
+    pub fn permits(&self, principal: &Principal) -> bool {
+        self.0.iter().all(|acl| acl.permits(principal, Permission::Get))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn acls(&self) -> impl Iterator<Item = &Arc<Acl>> {
+        self.0.iter()
+    }
+}
+
+impl Serialize for ReadRule {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|a| a.to_string()))
+    }
+}
+
+impl<'de> Deserialize<'de> for ReadRule {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let texts = Vec::<String>::deserialize(d)?;
+        let acls = texts.iter().map(|t| t.parse().map(Arc::new)).collect::<Result<_, AclError>>();
+        acls.map(ReadRule).map_err(serde::de::Error::custom)
     }
 }
 

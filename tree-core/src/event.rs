@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::acl::{Acl, AclTable, ReadRule};
+use crate::handler::TxId;
 use crate::store::TreeStore;
 use crate::uri::Uri;
 use crate::value::{Format, Value};
@@ -82,7 +84,32 @@ pub struct Event {
     /// through, the one where it happened first. Empty for local events.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub via: Vec<String>,
+    /// Who may ever read this event: fixed at commit, never sent on the wire.
+    #[serde(skip)]
+    pub read: ReadRule,
 }
+
+/// An event as the journal keeps it: the wire form plus its read rule.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JournalEntry {
+    #[serde(flatten)]
+    pub event: Event,
+    #[serde(default, skip_serializing_if = "ReadRule::is_empty")]
+    pub read: ReadRule,
+}
+
+impl JournalEntry {
+    pub fn from_event(e: &Event) -> Self {
+        Self { read: e.read.clone(), event: e.clone() }
+    }
+
+    pub fn into_event(self) -> Event {
+        Event { read: self.read, ..self.event }
+    }
+}
+
+/// The ACL table the log stamps read rules from (shared with the tree).
+pub type SharedAcls = Arc<RwLock<AclTable>>;
 
 /// An event before it has a revision.
 #[derive(Debug, Clone)]
@@ -94,11 +121,51 @@ pub struct EventDraft {
     value: Option<Value>,
     session: Option<String>,
     via: Vec<String>,
+    read: ReadRule,
 }
 
 impl EventDraft {
     pub fn new(kind: EventKind, uri: Uri) -> Self {
-        Self { kind, uri, to: None, principal: None, value: None, session: None, via: Vec::new() }
+        Self {
+            kind,
+            uri,
+            to: None,
+            principal: None,
+            value: None,
+            session: None,
+            via: Vec::new(),
+            read: ReadRule::default(),
+        }
+    }
+
+    /// Also requires `acl` to grant Get (the ACL that governed the node before the change).
+    pub fn readable_under(mut self, acl: Arc<Acl>) -> Self {
+        self.read.and(acl);
+        self
+    }
+
+    /// Replaces the read rule (session events: their owner only).
+    pub fn read_rule(mut self, rule: ReadRule) -> Self {
+        self.read = rule;
+        self
+    }
+
+    /// The draft as the journal keeps it until its revision is assigned.
+    pub(crate) fn pending(&self) -> Event {
+        self.clone().seal(0, Utc::now())
+    }
+
+    fn from_pending(e: Event) -> Self {
+        Self {
+            kind: e.kind,
+            uri: e.uri,
+            to: e.to,
+            principal: e.principal,
+            value: e.format.zip(e.value).and_then(|(f, v)| Value::from_json(&v, Some(f)).ok()),
+            session: e.session,
+            via: e.via,
+            read: e.read,
+        }
     }
 
     pub fn via(mut self, via: Vec<String>) -> Self {
@@ -153,6 +220,15 @@ impl EventDraft {
             value: self.value.as_ref().map(Value::to_json),
             session: self.session,
             via: self.via,
+            read: self.read,
+        }
+    }
+
+    /// Adds the ACLs that govern the event's URIs now (after its commit).
+    fn stamp(&mut self, acls: &AclTable) {
+        self.read.and(acls.effective(&self.uri));
+        if let Some(to) = &self.to {
+            self.read.and(acls.effective(to));
         }
     }
 }
@@ -188,6 +264,8 @@ impl Default for EventLogConfig {
 struct Batch {
     events: Vec<Arc<Event>>,
     ack: Option<oneshot::Sender<()>>,
+    /// Transactions whose staged (pending) events this batch journals.
+    settles: Vec<TxId>,
 }
 
 /// State shared with the writer task (which must not keep the log itself alive).
@@ -205,12 +283,32 @@ pub struct EventLog {
     next: Mutex<u64>,
     writer: mpsc::UnboundedSender<Batch>,
     shared: Arc<Shared>,
+    acls: SharedAcls,
 }
 
 impl EventLog {
-    /// Opens the log on a store, resuming after its last revision. Needs a tokio runtime.
-    pub async fn open(store: Arc<dyn TreeStore>, config: EventLogConfig) -> crate::Result<Arc<Self>> {
-        let head = store.head_revision().await?;
+    /// Opens the log on a store, resuming after its last revision, and
+    /// journals the events of transactions that committed just before a crash
+    /// (staged with their changes, not yet journaled). Needs a tokio runtime.
+    pub async fn open(store: Arc<dyn TreeStore>, config: EventLogConfig, acls: SharedAcls) -> crate::Result<Arc<Self>> {
+        let mut head = store.head_revision().await?;
+        let pending = store.pending_events().await?;
+        if !pending.is_empty() {
+            let settles: Vec<TxId> = pending.iter().map(|(tx, _)| *tx).collect();
+            let now = Utc::now();
+            let events: Vec<Arc<Event>> = pending
+                .into_iter()
+                .enumerate()
+                .map(|(i, (_, e))| {
+                    let mut draft = EventDraft::from_pending(e);
+                    draft.stamp(&acls.read());
+                    Arc::new(draft.seal(head + 1 + i as u64, now))
+                })
+                .collect();
+            store.append_events(&events, &settles).await?;
+            tracing::warn!(count = events.len(), "journaled the events of writes committed just before a crash");
+            head += events.len() as u64;
+        }
         let recent = store.read_events(head.saturating_sub(config.ring as u64), config.ring).await?;
         let (live, _) = broadcast::channel(config.live_buffer.max(16));
         let shared = Arc::new(Shared {
@@ -223,35 +321,43 @@ impl EventLog {
         });
         let (writer, rx) = mpsc::unbounded_channel();
         tokio::spawn(write_loop(shared.clone(), rx));
-        Ok(Arc::new(Self { next: Mutex::new(head + 1), writer, shared }))
+        Ok(Arc::new(Self { next: Mutex::new(head + 1), writer, shared, acls }))
     }
 
     /// Assigns revisions and queues the events; returns the last revision.
     pub fn publish(&self, drafts: Vec<EventDraft>) -> u64 {
-        self.submit(drafts, None)
+        self.submit(drafts, None, Vec::new())
     }
 
     /// Like [`publish`](Self::publish), and waits until the events are durable and visible.
     pub async fn append(&self, drafts: Vec<EventDraft>) -> u64 {
+        self.append_settling(drafts, Vec::new()).await
+    }
+
+    /// Appends a committed transaction's events, dropping the copies it staged.
+    pub(crate) async fn append_settling(&self, drafts: Vec<EventDraft>, settles: Vec<TxId>) -> u64 {
         let (tx, rx) = oneshot::channel();
-        let rev = self.submit(drafts, Some(tx));
+        let rev = self.submit(drafts, Some(tx), settles);
         let _ = rx.await;
         rev
     }
 
-    fn submit(&self, drafts: Vec<EventDraft>, ack: Option<oneshot::Sender<()>>) -> u64 {
+    fn submit(&self, drafts: Vec<EventDraft>, ack: Option<oneshot::Sender<()>>, settles: Vec<TxId>) -> u64 {
         let now = Utc::now();
         let mut next = self.next.lock();
+        let acls = self.acls.read();
         let events: Vec<_> = drafts
             .into_iter()
-            .map(|d| {
+            .map(|mut d| {
+                d.stamp(&acls);
                 let e = Arc::new(d.seal(*next, now));
                 *next += 1;
                 e
             })
             .collect();
+        drop(acls);
         // Sent under the lock, so the writer sees batches in revision order.
-        let _ = self.writer.send(Batch { events, ack });
+        let _ = self.writer.send(Batch { events, ack, settles });
         *next - 1
     }
 
@@ -280,7 +386,8 @@ async fn write_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Batch>)
     let mut since_prune = 0u64;
     while rx.recv_many(&mut batches, 1024).await > 0 {
         let events: Vec<Arc<Event>> = batches.iter().flat_map(|b| b.events.iter().cloned()).collect();
-        if let Err(e) = shared.store.append_events(&events).await {
+        let settles: Vec<TxId> = batches.iter().flat_map(|b| b.settles.iter().copied()).collect();
+        if let Err(e) = shared.store.append_events(&events, &settles).await {
             shared.journal_failures.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, count = events.len(), "event journal append failed; events stay in memory only");
         }
@@ -395,13 +502,18 @@ mod tests {
     use super::*;
     use crate::store::MemoryTreeStore;
 
+    fn acls() -> SharedAcls {
+        Arc::new(RwLock::new(AclTable::new(Acl::default_root())))
+    }
+
     fn draft(n: u64) -> EventDraft {
         EventDraft::new(EventKind::Replaced, Uri::from_key(format!("n{n}"))).value(Some(Value::Int(n as i64)))
     }
 
     #[tokio::test]
     async fn revisions_increase_and_replay_then_live() {
-        let log = EventLog::open(Arc::new(MemoryTreeStore::default()), EventLogConfig::default()).await.unwrap();
+        let log =
+            EventLog::open(Arc::new(MemoryTreeStore::default()), EventLogConfig::default(), acls()).await.unwrap();
         assert_eq!(log.append(vec![draft(1), draft(2)]).await, 2);
         let mut cursor = log.cursor(0);
         log.publish(vec![draft(3)]);
@@ -417,7 +529,7 @@ mod tests {
     async fn reads_back_from_the_journal_and_reports_gaps() {
         let store = Arc::new(MemoryTreeStore::default());
         let config = EventLogConfig { ring: 4, retain: 1_000, live_buffer: 16 };
-        let log = EventLog::open(store.clone(), config).await.unwrap();
+        let log = EventLog::open(store.clone(), config, acls()).await.unwrap();
         log.append((1..=10).map(draft).collect()).await;
         let mut cursor = log.cursor(2);
         match cursor.next().await {
@@ -436,10 +548,10 @@ mod tests {
     #[tokio::test]
     async fn resumes_revisions_after_reopen() {
         let store = Arc::new(MemoryTreeStore::default());
-        let log = EventLog::open(store.clone(), EventLogConfig::default()).await.unwrap();
+        let log = EventLog::open(store.clone(), EventLogConfig::default(), acls()).await.unwrap();
         log.append(vec![draft(1), draft(2)]).await;
         drop(log);
-        let log = EventLog::open(store, EventLogConfig::default()).await.unwrap();
+        let log = EventLog::open(store, EventLogConfig::default(), acls()).await.unwrap();
         assert_eq!(log.head(), 2);
         assert_eq!(log.append(vec![draft(3)]).await, 3);
     }
@@ -447,7 +559,7 @@ mod tests {
     #[tokio::test]
     async fn lagging_cursor_catches_up_from_the_ring() {
         let config = EventLogConfig { ring: 10_000, retain: 100_000, live_buffer: 16 };
-        let log = EventLog::open(Arc::new(MemoryTreeStore::default()), config).await.unwrap();
+        let log = EventLog::open(Arc::new(MemoryTreeStore::default()), config, acls()).await.unwrap();
         let mut cursor = log.cursor(0);
         log.append((1..=500).map(draft).collect()).await;
         for want in 1..=500 {

@@ -301,7 +301,11 @@ impl Feed {
         loop {
             let sampler = self.sampler.as_mut()?;
             if let Some(e) = sampler.ready.pop_front() {
-                return Some(Delivery::Event(e));
+                // A sample leaves later than its event: judge it again now.
+                if self.tree.may_read(&self.principal, &e) {
+                    return Some(Delivery::Event(e));
+                }
+                continue;
             }
             tokio::select! {
                 _ = sampler.tick.tick() => {

@@ -27,7 +27,7 @@ pub mod uri;
 pub mod value;
 pub mod via;
 
-pub use acl::{Acl, Permission, Principal};
+pub use acl::{ADMIN, Acl, Permission, Principal, ReadRule};
 pub use error::{DmtError, Result, error_chain};
 pub use event::{Delivery, Event, EventCursor, EventDraft, EventKind, EventLog, EventLogConfig};
 pub use fanout::{Feed, FeedStats, Filter};
@@ -38,7 +38,7 @@ pub use node::{NewNode, Node, Props, PropsPatch};
 pub use observed::Observed;
 pub use pattern::UriPattern;
 pub use session::{LockMode, SessionInfo};
-pub use snapshot::{SnapshotHandler, json_children, json_node};
+pub use snapshot::{SnapshotHandler, entry_children, entry_node, json_children, json_node};
 pub use store::{MemoryTreeStore, TreeStore};
 pub use tree::{Caller, Content, NodeView, Precondition, Tree, TreeConfig, Versions, Write, WriteOutcome};
 pub use uri::{Uri, UriError, UriLimits};

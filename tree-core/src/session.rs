@@ -117,11 +117,12 @@ pub(crate) struct Session {
     pub info: SessionInfo,
     pub state: tokio::sync::Mutex<SessionState>,
     last_used: Mutex<Instant>,
-    _lock: LockGuard,
+    /// `None` for shared sessions, which never block writers.
+    _lock: Option<LockGuard>,
 }
 
 impl Session {
-    pub fn new(info: SessionInfo, state: SessionState, lock: LockGuard) -> Self {
+    pub fn new(info: SessionInfo, state: SessionState, lock: Option<LockGuard>) -> Self {
         Self { info, state: tokio::sync::Mutex::new(state), last_used: Mutex::new(Instant::now()), _lock: lock }
     }
 

@@ -64,3 +64,32 @@ impl<F: Fn() -> Json + Send + Sync + 'static> DataHandler for SnapshotHandler<F>
         json_children((self.snapshot)(), path)
     }
 }
+
+/// Splits `<id>/rest` into the entry's id and the path inside it.
+fn entry_path(path: &Uri) -> Option<(&str, Uri)> {
+    let id = path.segments().next()?;
+    let rest = path.strip_prefix(&Uri::root().join_name(id)).unwrap_or_default();
+    Some((id, rest))
+}
+
+/// A node of a collection whose entries are rendered one at a time (sessions,
+/// subscriptions, mounts): reading `<id>/…` renders only that entry, so a read
+/// costs what it returns, not the size of the collection.
+pub fn entry_node(path: &Uri, entry: impl FnOnce(&str) -> Option<Json>) -> Result<Node> {
+    match entry_path(path) {
+        None => Ok(Node::interior()),
+        Some((id, rest)) => json_node(entry(id).ok_or_else(|| DmtError::not_found(path))?, &rest),
+    }
+}
+
+/// The children of a node of such a collection; `ids` lists the entries.
+pub fn entry_children(
+    path: &Uri,
+    ids: impl FnOnce() -> Vec<String>,
+    entry: impl FnOnce(&str) -> Option<Json>,
+) -> Result<Vec<String>> {
+    match entry_path(path) {
+        None => Ok(ids()),
+        Some((id, rest)) => json_children(entry(id).ok_or_else(|| DmtError::not_found(path))?, &rest),
+    }
+}

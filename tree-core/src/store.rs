@@ -11,11 +11,22 @@ use parking_lot::Mutex;
 use crate::acl::Acl;
 use crate::error::Result;
 use crate::event::Event;
+use crate::handler::TxId;
 use crate::uri::Uri;
 
 #[async_trait]
 pub trait TreeStore: Send + Sync + 'static {
-    async fn append_events(&self, events: &[Arc<Event>]) -> Result<()>;
+    /// Journals events and, in the same transaction, forgets the pending
+    /// events staged by the `settled` transactions.
+    async fn append_events(&self, events: &[Arc<Event>], settled: &[TxId]) -> Result<()>;
+    /// Called between a transaction's prepare and commit: makes its ACL
+    /// changes and its events (not yet numbered) durable together with the
+    /// handlers' own writes, inside their open transaction where the store
+    /// shares it (SQLite). A crash after commit then loses no event: the log
+    /// journals what is still pending when it opens.
+    async fn stage(&self, tx: TxId, acls: &[(Uri, Option<Acl>)], pending: &[Event]) -> Result<()>;
+    /// Events staged by transactions that committed but were not journaled.
+    async fn pending_events(&self) -> Result<Vec<(TxId, Event)>>;
     /// Up to `limit` events with revision greater than `after`, in order.
     async fn read_events(&self, after: u64, limit: usize) -> Result<Vec<Event>>;
     /// The highest stored revision (0 when empty).
@@ -35,10 +46,19 @@ pub struct MemoryTreeStore {
 
 #[async_trait]
 impl TreeStore for MemoryTreeStore {
-    async fn append_events(&self, events: &[Arc<Event>]) -> Result<()> {
+    async fn append_events(&self, events: &[Arc<Event>], _settled: &[TxId]) -> Result<()> {
         let mut map = self.events.lock();
         map.extend(events.iter().map(|e| (e.revision, (**e).clone())));
         Ok(())
+    }
+
+    /// Nothing here outlives the process, so only the ACLs need keeping.
+    async fn stage(&self, _tx: TxId, acls: &[(Uri, Option<Acl>)], _pending: &[Event]) -> Result<()> {
+        self.save_acls(acls).await
+    }
+
+    async fn pending_events(&self) -> Result<Vec<(TxId, Event)>> {
+        Ok(Vec::new())
     }
 
     async fn read_events(&self, after: u64, limit: usize) -> Result<Vec<Event>> {

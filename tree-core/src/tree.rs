@@ -14,9 +14,9 @@ use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use crate::acl::{Acl, AclTable, Permission, Principal};
+use crate::acl::{Acl, AclTable, Permission, Principal, ReadRule};
 use crate::error::{DmtError, Result};
-use crate::event::{Event, EventDraft, EventKind, EventLog, EventLogConfig};
+use crate::event::{Event, EventDraft, EventKind, EventLog, EventLogConfig, SharedAcls};
 use crate::fanout::FanOut;
 use crate::handler::{ChangeSink, DataHandler, OpContext, TxId};
 use crate::lock::LockTable;
@@ -42,6 +42,8 @@ pub struct TreeConfig {
     pub session_idle_timeout: Duration,
     /// The most nodes one depth read may return.
     pub max_read_nodes: usize,
+    /// The most sessions one principal may hold open at once.
+    pub max_sessions_per_principal: usize,
     pub events: EventLogConfig,
 }
 
@@ -52,6 +54,7 @@ impl Default for TreeConfig {
             lock_timeout: Duration::from_secs(5),
             session_idle_timeout: Duration::from_secs(300),
             max_read_nodes: 100_000,
+            max_sessions_per_principal: 16,
             events: EventLogConfig::default(),
         }
     }
@@ -214,7 +217,7 @@ pub struct Tree {
     config: TreeConfig,
     mounts: ArcSwap<MountTable>,
     mount_lock: Mutex<()>,
-    acls: RwLock<AclTable>,
+    acls: SharedAcls,
     locks: Arc<LockTable>,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     log: Arc<EventLog>,
@@ -236,17 +239,19 @@ impl Tree {
         } else {
             store.save_acls(&[(Uri::root(), Some(root_acl))]).await?;
         }
-        let log = EventLog::open(store.clone(), config.events).await?;
+        let acls = Arc::new(RwLock::new(acls));
+        let log = EventLog::open(store.clone(), config.events, acls.clone()).await?;
         let tree = Arc::new(Self {
             config,
             mounts: ArcSwap::default(),
             mount_lock: Mutex::new(()),
-            acls: RwLock::new(acls),
+            acls,
             locks: Arc::default(),
             sessions: Mutex::default(),
             log,
             store,
-            next_tx: AtomicU64::new(1),
+            // Ids stay distinct across restarts: staged events are keyed by them.
+            next_tx: AtomicU64::new(Utc::now().timestamp_micros().max(1) as u64),
             fanout: Arc::default(),
         });
         tokio::spawn(reap_idle_sessions(Arc::downgrade(&tree)));
@@ -331,8 +336,24 @@ impl Tree {
         }
     }
 
-    /// Whether a subscriber may see an event, judged now (at delivery).
+    /// Before looking a node up for a caller that may not read it: refuses
+    /// unless `perm` is granted, so whether the node exists (and its version)
+    /// never shows in the answer.
+    fn require_blind(&self, principal: &Principal, uri: &Uri, governing: &Uri, perm: Permission) -> Result<()> {
+        let acls = self.acls.read();
+        if acls.permits(uri, principal, Permission::Get) || acls.permits(governing, principal, perm) {
+            Ok(())
+        } else {
+            Err(DmtError::denied(governing, principal, perm))
+        }
+    }
+
+    /// Whether a subscriber may see an event: under the ACLs recorded at its
+    /// commit, and under the ACLs in force now (at delivery).
     pub fn may_read(&self, principal: &Principal, event: &Event) -> bool {
+        if !event.read.permits(principal) {
+            return false;
+        }
         let acls = self.acls.read();
         acls.permits(&event.uri, principal, Permission::Get)
             && event.to.as_ref().is_none_or(|to| acls.permits(to, principal, Permission::Get))
@@ -635,23 +656,51 @@ impl Tree {
                 return Err(DmtError::transaction(&at, format!("prepare failed at {at}: {e}")));
             }
         }
+        // The changes, their ACLs and their events become durable together.
+        if !tx.acls.is_empty() || !tx.events.is_empty() {
+            let pending: Vec<Event> = tx.events.iter().map(EventDraft::pending).collect();
+            if let Err(e) = self.store.stage(tx.id, &tx.acls, &pending).await {
+                self.abort(tx).await;
+                return Err(e);
+            }
+        }
+        // New ACLs are in force before the data they guard becomes visible.
+        let undo = self.apply_acls(&tx.acls)?;
         for m in &tx.touched {
             if let Err(e) = m.handler.commit(tx.id).await {
                 tracing::error!(error = %e, mount = %m.at, "commit failed after prepare");
+                self.apply_acls(&undo)?;
                 return Err(DmtError::transaction(&m.at, format!("commit failed at {}: {e}", m.at)));
             }
         }
-        if !tx.acls.is_empty() {
-            self.store.save_acls(&tx.acls).await?;
-            let mut acls = self.acls.write();
-            for (uri, acl) in &tx.acls {
-                acls.set(uri, acl.clone()).map_err(|e| DmtError::from_acl(uri, e))?;
-            }
-        }
         if !tx.events.is_empty() {
-            self.log.append(tx.events).await;
+            self.log.append_settling(tx.events, vec![tx.id]).await;
         }
         Ok(())
+    }
+
+    /// Applies ACL changes in memory; returns the changes that undo them.
+    fn apply_acls(&self, changes: &[(Uri, Option<Acl>)]) -> Result<Vec<(Uri, Option<Acl>)>> {
+        let mut acls = self.acls.write();
+        let mut undo = Vec::with_capacity(changes.len());
+        for (uri, acl) in changes {
+            undo.push((uri.clone(), acls.own(uri).map(|a| (*a).clone())));
+            acls.set(uri, acl.clone()).map_err(|e| DmtError::from_acl(uri, e))?;
+        }
+        undo.reverse();
+        Ok(undo)
+    }
+
+    /// An event draft that also carries the ACLs governing its URIs now,
+    /// before the transaction's changes: a deleted or renamed node's events
+    /// keep the rights of the node they were about.
+    fn draft(&self, kind: EventKind, uri: &Uri, to: Option<&Uri>) -> EventDraft {
+        let acls = self.acls.read();
+        let mut draft = EventDraft::new(kind, uri.clone()).readable_under(acls.effective(uri));
+        if let Some(to) = to {
+            draft = draft.to(to.clone()).readable_under(acls.effective(to));
+        }
+        draft
     }
 
     async fn abort(&self, tx: TxState) {
@@ -665,6 +714,7 @@ impl Tree {
             WriteOp::Put(uri, write) => self.op_put(tx, &uri, write).await.map(OpResult::Written),
             WriteOp::Add(uri, content, write) => {
                 let parent = uri.parent().ok_or_else(|| DmtError::exists(&uri))?;
+                self.require(&tx.principal, &parent, Permission::Add)?;
                 if self.lookup(&tx.principal, Some(tx.id), &parent).await?.is_none() {
                     return Err(DmtError::not_found(&parent));
                 }
@@ -675,6 +725,7 @@ impl Tree {
                 self.op_put(tx, &uri, write).await.map(OpResult::Written)
             }
             WriteOp::Patch(base, leaves, pre) => {
+                self.require_blind(&tx.principal, &base, &base, Permission::Replace)?;
                 let node = self.lookup(&tx.principal, Some(tx.id), &base).await?;
                 pre.check(&base, node.as_ref())?;
                 for (rel, value) in leaves {
@@ -684,6 +735,8 @@ impl Tree {
                 self.outcome(tx, &base, node.is_none()).await.map(OpResult::Written)
             }
             WriteOp::Delete(uri, pre) => {
+                // Permission first: a missing node and a forbidden one answer alike.
+                self.require(&tx.principal, &uri, Permission::Delete)?;
                 let node = self.lookup(&tx.principal, Some(tx.id), &uri).await?;
                 pre.check(&uri, node.as_ref())?;
                 if node.is_none() {
@@ -709,7 +762,7 @@ impl Tree {
             return Ok(OpResult::NotCreated);
         };
         let uri = parent.join_name(&name);
-        tx.record(&mount, EventDraft::new(EventKind::Added, uri.clone()));
+        tx.record(&mount, self.draft(EventKind::Added, &uri, None));
         Ok(OpResult::Written(WriteOutcome { uri, created: true, version: 0 }))
     }
 
@@ -720,7 +773,17 @@ impl Tree {
 
     fn op_put<'a>(&'a self, tx: &'a mut TxState, uri: &'a Uri, write: Write) -> BoxFuture<'a, Result<WriteOutcome>> {
         Box::pin(async move {
+            // DMT Admin: an ACL is changed with Replace on the parent (the root's on itself).
+            let acl_only = write.content.is_none() && write.props.is_empty() && write.acl.is_some();
+            let governing = if acl_only { uri.parent().unwrap_or_default() } else { uri.clone() };
+            self.require_blind(&tx.principal, uri, &governing, Permission::Replace)?;
             let existing = self.lookup(&tx.principal, Some(tx.id), uri).await?;
+            // Permission before preconditions, so versions cannot be probed.
+            match (&existing, uri.parent()) {
+                (Some(_), _) => self.require(&tx.principal, &governing, Permission::Replace)?,
+                (None, Some(parent)) => self.require(&tx.principal, &parent, Permission::Add)?,
+                (None, None) => {}
+            }
             write.precondition.check(uri, existing.as_ref())?;
             let created = existing.is_none();
             match (write.content, existing.as_ref().map(|n| n.kind)) {
@@ -820,7 +883,7 @@ impl Tree {
             .add(Self::cx(&tx.principal, Some(tx.id), &mount), &rel, node)
             .await
             .map_err(|e| e.with_uri(uri))?;
-        tx.record(&mount, EventDraft::new(EventKind::Added, uri.clone()).value(value));
+        tx.record(&mount, self.draft(EventKind::Added, uri, None).value(value));
         Ok(())
     }
 
@@ -833,7 +896,7 @@ impl Tree {
         tx.touch(&mount);
         let cx = Self::cx(&tx.principal, Some(tx.id), &mount);
         mount.handler.replace(cx, &rel, value.clone()).await.map_err(|e| e.with_uri(uri))?;
-        tx.record(&mount, EventDraft::new(EventKind::Replaced, uri.clone()).value(Some(value)));
+        tx.record(&mount, self.draft(EventKind::Replaced, uri, None).value(Some(value)));
         Ok(())
     }
 
@@ -845,7 +908,7 @@ impl Tree {
         tx.touch(&mount);
         let cx = Self::cx(&tx.principal, Some(tx.id), &mount);
         mount.handler.set_props(cx, &rel, patch).await.map_err(|e| e.with_uri(uri))?;
-        tx.record(&mount, EventDraft::new(EventKind::Replaced, uri.clone()));
+        tx.record(&mount, self.draft(EventKind::Replaced, uri, None));
         Ok(())
     }
 
@@ -871,7 +934,7 @@ impl Tree {
         let doomed =
             self.acls.read().entries().into_iter().filter(|(u, _)| uri.is_prefix_of(u)).map(|(u, _)| (u, None));
         tx.acls.extend(doomed);
-        tx.record(&mount, EventDraft::new(EventKind::Deleted, uri.clone()));
+        tx.record(&mount, self.draft(EventKind::Deleted, uri, None));
         Ok(())
     }
 
@@ -900,7 +963,7 @@ impl Tree {
             tx.acls.push((old, None));
             tx.acls.push((new, Some((*acl).clone())));
         }
-        tx.record(&mount, EventDraft::new(EventKind::Renamed, uri.clone()).to(to.clone()));
+        tx.record(&mount, self.draft(EventKind::Renamed, uri, Some(&to)));
         self.outcome(tx, &to, true).await
     }
 
@@ -918,8 +981,27 @@ impl Tree {
         tx.touch(&mount);
         let cx = Self::cx(&tx.principal, Some(tx.id), &mount);
         mount.handler.copy(cx, &from_rel, &to_rel).await.map_err(|e| e.with_uri(to))?;
-        tx.record(&mount, EventDraft::new(EventKind::Copied, from.clone()).to(to.clone()));
+        tx.acls.extend(self.copied_acls(from, to, &parent));
+        tx.record(&mount, self.draft(EventKind::Copied, from, Some(to)));
         self.outcome(tx, to, true).await
+    }
+
+    /// A copy carries the source's ACLs, narrowed to what the destination
+    /// grants: it is never open to anyone who could not use both the source
+    /// and the destination (a secret leaf copied under a public parent stays secret).
+    fn copied_acls(&self, from: &Uri, to: &Uri, to_parent: &Uri) -> Vec<(Uri, Option<Acl>)> {
+        let acls = self.acls.read();
+        let destination = acls.effective(to_parent);
+        let mut carried = vec![(to.clone(), Some(acls.effective(from).intersect(&destination)))];
+        for (uri, acl) in acls.entries() {
+            if from.is_prefix_of(&uri)
+                && uri != *from
+                && let Some(rebased) = uri.rebase(from, to)
+            {
+                carried.push((rebased, Some(acl.intersect(&destination))));
+            }
+        }
+        carried
     }
 
     async fn op_exec(&self, tx: &mut TxState, uri: &Uri, data: Option<Json>) -> Result<Json> {
@@ -931,7 +1013,7 @@ impl Tree {
             .exec(Self::cx(&tx.principal, Some(tx.id), &mount), &rel, data)
             .await
             .map_err(|e| e.with_uri(uri))?;
-        tx.record(&mount, EventDraft::new(EventKind::Exec, uri.clone()));
+        tx.record(&mount, self.draft(EventKind::Exec, uri, None));
         Ok(out)
     }
 
@@ -963,15 +1045,34 @@ impl Tree {
         mode: LockMode,
         lock_timeout: Option<Duration>,
     ) -> Result<SessionInfo> {
-        self.require(principal, root, Permission::Get)?;
-        if mode != LockMode::Shared && matches!(principal, Principal::Anonymous) {
+        // Sessions hold server resources (and locks): only named principals get them.
+        if matches!(principal, Principal::Anonymous) {
             return Err(DmtError::denied(root, principal, Permission::Replace));
+        }
+        self.require(principal, root, Permission::Get)?;
+        // A lock is a write right: it blocks writers, so it needs write rights.
+        if mode != LockMode::Shared {
+            let acls = self.acls.read();
+            if ![Permission::Replace, Permission::Add].iter().any(|p| acls.permits(root, principal, *p)) {
+                return Err(DmtError::denied(root, principal, Permission::Replace));
+            }
+        }
+        let held = self.sessions.lock().values().filter(|s| &s.info.principal == principal).count();
+        if held >= self.config.max_sessions_per_principal {
+            return Err(DmtError::limit(
+                root,
+                format!("{principal} already holds {held} open sessions; close one first"),
+            ));
         }
         if self.lookup(principal, None, root).await?.is_none() {
             return Err(DmtError::not_found(root));
         }
         let timeout = lock_timeout.unwrap_or(self.config.lock_timeout);
-        let lock = self.locks.acquire(root, mode != LockMode::Shared, timeout).await?;
+        // Shared sessions only read: they never block writers, so they take no lock.
+        let lock = match mode {
+            LockMode::Shared => None,
+            _ => Some(self.locks.acquire(root, true, timeout).await?),
+        };
         let info = SessionInfo {
             id: uuid::Uuid::new_v4().simple().to_string(),
             principal: principal.clone(),
@@ -992,7 +1093,9 @@ impl Tree {
     }
 
     fn session_event(&self, kind: EventKind, info: &SessionInfo) -> EventDraft {
+        // Only the owner (and admin) learns of a session.
         EventDraft::new(kind, info.root.clone())
+            .read_rule(ReadRule::only(&info.principal))
             .principal(info.principal.name())
             .session(Some(info.id.clone()))
             .value(Some(Value::string(info.mode.as_str())))
@@ -1014,10 +1117,26 @@ impl Tree {
         self.session(principal, id).map(|s| s.info.clone())
     }
 
-    pub fn sessions(&self) -> Vec<SessionInfo> {
-        let mut all: Vec<_> = self.sessions.lock().values().map(|s| s.info.clone()).collect();
-        all.sort_by_key(|s| s.opened);
-        all
+    /// A session `viewer` may see: its own, or any for admin.
+    pub fn visible_session(&self, viewer: &Principal, id: &str) -> Option<SessionInfo> {
+        let sessions = self.sessions.lock();
+        sessions.get(id).filter(|s| viewer.is_admin() || &s.info.principal == viewer).map(|s| s.info.clone())
+    }
+
+    /// The ids of the sessions `viewer` may see, sorted.
+    pub fn visible_session_ids(&self, viewer: &Principal) -> Vec<String> {
+        let sessions = self.sessions.lock();
+        let mut ids: Vec<String> = sessions
+            .values()
+            .filter(|s| viewer.is_admin() || &s.info.principal == viewer)
+            .map(|s| s.info.id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.lock().len()
     }
 
     /// Commits an atomic session's transaction; the session stays open with a fresh one.
@@ -1079,7 +1198,12 @@ impl Tree {
     }
 
     async fn close_now(&self, principal: &Principal, id: &str) -> Result<()> {
-        let session = self.session(principal, id)?;
+        // The owner closes its session; admin may end anyone's.
+        let found = self.sessions.lock().get(id).cloned();
+        let session = match found {
+            Some(s) if principal.is_admin() => s,
+            _ => self.session(principal, id)?,
+        };
         let result = match std::mem::replace(&mut *session.state.lock().await, SessionState::PerOperation) {
             SessionState::Atomic(tx) => self.commit_tx(tx).await,
             SessionState::Invalid(why) => {
@@ -1132,3 +1256,7 @@ async fn reap_idle_sessions(tree: std::sync::Weak<Tree>) {
 #[cfg(test)]
 #[path = "tree_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "security_tests.rs"]
+mod security_tests;

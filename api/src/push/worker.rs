@@ -37,12 +37,14 @@ mod tests {
             value: Some(json!(42)),
             session: None,
             via: Vec::new(),
+            read: dmtree_core::ReadRule::only(&dmtree_core::Principal::named("admin")),
         };
         let delivery = Delivery::Event(Arc::new(e));
         let (rev, body, uri) = message("s\"1", &delivery);
         let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!((rev, uri.map(|u| u.to_string())), (7, Some("./config/x".into())));
         assert_eq!((parsed["value"].clone(), parsed["subscription"].clone()), (json!(42), json!("s\"1")));
+        assert!(parsed.get("read").is_none(), "read rules never go on the wire");
         let (rev, gap, _) = message("s", &Delivery::Gap { from: 3, to: 5 });
         assert_eq!(
             (rev, serde_json::from_slice::<serde_json::Value>(&gap).unwrap()["kind"].clone()),

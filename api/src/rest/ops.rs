@@ -26,7 +26,7 @@ pub async fn healthz(State(app): State<AppState>) -> Json<Health> {
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     let m = &app.metrics;
     m.revision.set(app.tree.events().head() as i64);
-    m.sessions_open.set(app.tree.sessions().len() as i64);
+    m.sessions_open.set(app.tree.session_count() as i64);
     m.journal_failures.set(app.tree.events().journal_failures() as i64);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], m.render())
 }

@@ -44,7 +44,8 @@ pub async fn open(
 /// The caller's open sessions.
 #[utoipa::path(get, path = "/sessions", tag = "sessions", responses((status = 200, description = "Sessions", body = [SessionJson])))]
 pub async fn list(State(app): State<AppState>, Auth(p): Auth) -> Json<Vec<SessionJson>> {
-    Json(app.tree.sessions().iter().filter(|s| s.principal == p).map(SessionJson::from).collect())
+    let mine = app.tree.visible_session_ids(&p).into_iter().filter_map(|id| app.tree.visible_session(&p, &id));
+    Json(mine.filter(|s| s.principal == p).map(|s| SessionJson::from(&s)).collect())
 }
 
 #[utoipa::path(

@@ -3,17 +3,13 @@
 //! overlay until `prepare` writes them in one SQLite transaction, which
 //! `commit` then commits: all or nothing, also across a crash.
 
-use std::collections::HashMap;
-
 use async_trait::async_trait;
 use dmtree_core::nodemap::{Mutation, NodeMap, Op, subtree_end};
 use dmtree_core::{
     DataHandler, DmtError, Meta, NewNode, Node, OpContext, PropsPatch, Result, Scope, TxId, Uri, UriPattern, Value,
 };
 use futures_util::TryStreamExt;
-use parking_lot::Mutex;
 use sqlx::SqliteConnection;
-use tokio::sync::OwnedMutexGuard;
 
 use crate::codec::{decode, encode};
 use crate::{SqliteState, StateError};
@@ -29,8 +25,6 @@ pub struct ConfigStore {
     nodes: NodeMap,
     state: SqliteState,
     schema: Vec<SchemaRule>,
-    /// Transactions between prepare and commit hold the writer.
-    prepared: Mutex<HashMap<TxId, OwnedMutexGuard<SqliteConnection>>>,
 }
 
 fn failure(e: impl ToString) -> DmtError {
@@ -56,7 +50,7 @@ impl ConfigStore {
         nodes.load(batch);
         drop(rows);
         tracing::info!(nodes = nodes.len(), "config store loaded");
-        Ok(Self { nodes, state, schema, prepared: Mutex::default() })
+        Ok(Self { nodes, state, schema })
     }
 
     pub fn len(&self) -> usize {
@@ -182,12 +176,12 @@ impl DataHandler for ConfigStore {
             let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
             return Err(e);
         }
-        self.prepared.lock().insert(tx, conn);
+        self.state.prepared.lock().insert(tx, conn);
         Ok(())
     }
 
     async fn commit(&self, tx: TxId) -> Result<()> {
-        let prepared = self.prepared.lock().remove(&tx);
+        let prepared = self.state.prepared.lock().remove(&tx);
         if let Some(mut conn) = prepared
             && let Err(e) = sqlx::query("COMMIT").execute(&mut *conn).await
         {
@@ -200,7 +194,7 @@ impl DataHandler for ConfigStore {
     }
 
     async fn rollback(&self, tx: TxId) {
-        let prepared = self.prepared.lock().remove(&tx);
+        let prepared = self.state.prepared.lock().remove(&tx);
         if let Some(mut conn) = prepared
             && let Err(e) = sqlx::query("ROLLBACK").execute(&mut *conn).await
         {

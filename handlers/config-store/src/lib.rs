@@ -17,13 +17,16 @@ mod subscriptions;
 mod tokens;
 mod tree_store;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dmtree_core::TxId;
+
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, SqliteConnection, SqlitePool};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 pub use config_store::{ConfigStore, SchemaRule};
 pub use federation::StoredJson;
@@ -47,6 +50,9 @@ pub struct SqliteState {
     pool: SqlitePool,
     /// The one writer.
     writer: Arc<Mutex<SqliteConnection>>,
+    /// Transactions between prepare and commit hold the writer, inside an
+    /// open SQLite transaction that the tree's ACLs and events join.
+    prepared: Arc<parking_lot::Mutex<HashMap<TxId, OwnedMutexGuard<SqliteConnection>>>>,
 }
 
 impl SqliteState {
@@ -64,6 +70,6 @@ impl SqliteState {
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options.clone()).await.map_err(open_err)?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         let writer = options.connect().await.map_err(open_err)?;
-        Ok(Self { pool, writer: Arc::new(Mutex::new(writer)) })
+        Ok(Self { pool, writer: Arc::new(Mutex::new(writer)), prepared: Arc::default() })
     }
 }

@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use dmtree_core::{Acl, DmtError, Event, Result, TreeStore, Uri};
-use sqlx::Row;
+use dmtree_core::event::JournalEntry;
+use dmtree_core::{Acl, DmtError, Event, Result, TreeStore, TxId, Uri};
+use sqlx::{Row, SqliteConnection};
 
 use crate::SqliteState;
 
@@ -14,12 +15,9 @@ fn failure(e: impl ToString) -> DmtError {
 
 #[async_trait]
 impl TreeStore for SqliteState {
-    async fn append_events(&self, events: &[Arc<Event>]) -> Result<()> {
-        let bodies = events
-            .iter()
-            .map(|e| serde_json::to_string(&**e).map(|b| (e.revision as i64, b)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(failure)?;
+    async fn append_events(&self, events: &[Arc<Event>], settled: &[TxId]) -> Result<()> {
+        let bodies =
+            events.iter().map(|e| journal_body(e).map(|b| (e.revision as i64, b))).collect::<Result<Vec<_>>>()?;
         let mut conn = self.writer.lock().await;
         let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(failure)?;
         for (revision, body) in bodies {
@@ -30,7 +28,47 @@ impl TreeStore for SqliteState {
                 .await
                 .map_err(failure)?;
         }
+        for id in settled {
+            sqlx::query("DELETE FROM pending_events WHERE tx = ?1")
+                .bind(id.0 as i64)
+                .execute(&mut *tx)
+                .await
+                .map_err(failure)?;
+        }
         tx.commit().await.map_err(failure)
+    }
+
+    async fn stage(&self, tx: TxId, acls: &[(Uri, Option<Acl>)], pending: &[Event]) -> Result<()> {
+        let prepared = self.prepared.lock().remove(&tx);
+        match prepared {
+            // Inside the handlers' open transaction: durable with their changes.
+            Some(mut conn) => {
+                let written = write_staged(&mut conn, tx, acls, pending).await;
+                self.prepared.lock().insert(tx, conn);
+                written
+            }
+            // No SQLite change to pair with: only the ACLs need keeping.
+            None if !acls.is_empty() => {
+                let mut conn = self.writer.lock().await;
+                sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await.map_err(failure)?;
+                match write_staged(&mut conn, tx, acls, &[]).await {
+                    Ok(()) => sqlx::query("COMMIT").execute(&mut *conn).await.map(drop).map_err(failure),
+                    Err(e) => {
+                        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                        Err(e)
+                    }
+                }
+            }
+            None => Ok(()),
+        }
+    }
+
+    async fn pending_events(&self) -> Result<Vec<(TxId, Event)>> {
+        let rows = sqlx::query("SELECT tx, body FROM pending_events ORDER BY tx, seq")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(failure)?;
+        rows.iter().map(|r| Ok((TxId(r.get::<i64, _>("tx") as u64), journal_event(r.get("body"))?))).collect()
     }
 
     async fn read_events(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
@@ -40,7 +78,7 @@ impl TreeStore for SqliteState {
             .fetch_all(&self.pool)
             .await
             .map_err(failure)?;
-        rows.iter().map(|r| serde_json::from_str::<Event>(r.get("body")).map_err(failure)).collect()
+        rows.iter().map(|r| journal_event(r.get("body"))).collect()
     }
 
     async fn head_revision(&self) -> Result<u64> {
@@ -62,16 +100,7 @@ impl TreeStore for SqliteState {
     async fn save_acls(&self, changes: &[(Uri, Option<Acl>)]) -> Result<()> {
         let mut conn = self.writer.lock().await;
         let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(failure)?;
-        for (uri, acl) in changes {
-            let key = uri.key().as_bytes();
-            let query = match acl {
-                Some(acl) => sqlx::query("INSERT OR REPLACE INTO acls (uri, acl) VALUES (?1, ?2)")
-                    .bind(key)
-                    .bind(acl.to_string()),
-                None => sqlx::query("DELETE FROM acls WHERE uri = ?1").bind(key),
-            };
-            query.execute(&mut *tx).await.map_err(failure)?;
-        }
+        write_acls(&mut tx, changes).await?;
         tx.commit().await.map_err(failure)
     }
 
@@ -84,5 +113,107 @@ impl TreeStore for SqliteState {
                 Ok((Uri::from_key(key), acl))
             })
             .collect()
+    }
+}
+
+fn journal_body(e: &Event) -> Result<String> {
+    serde_json::to_string(&JournalEntry::from_event(e)).map_err(failure)
+}
+
+fn journal_event(body: &str) -> Result<Event> {
+    serde_json::from_str::<JournalEntry>(body).map(JournalEntry::into_event).map_err(failure)
+}
+
+async fn write_acls(conn: &mut SqliteConnection, changes: &[(Uri, Option<Acl>)]) -> Result<()> {
+    for (uri, acl) in changes {
+        let key = uri.key().as_bytes();
+        let query = match acl {
+            Some(acl) => {
+                sqlx::query("INSERT OR REPLACE INTO acls (uri, acl) VALUES (?1, ?2)").bind(key).bind(acl.to_string())
+            }
+            None => sqlx::query("DELETE FROM acls WHERE uri = ?1").bind(key),
+        };
+        query.execute(&mut *conn).await.map_err(failure)?;
+    }
+    Ok(())
+}
+
+async fn write_staged(
+    conn: &mut SqliteConnection,
+    tx: TxId,
+    acls: &[(Uri, Option<Acl>)],
+    pending: &[Event],
+) -> Result<()> {
+    write_acls(conn, acls).await?;
+    for (seq, e) in pending.iter().enumerate() {
+        sqlx::query("INSERT OR REPLACE INTO pending_events (tx, seq, body) VALUES (?1, ?2, ?3)")
+            .bind(tx.0 as i64)
+            .bind(seq as i64)
+            .bind(journal_body(e)?)
+            .execute(&mut *conn)
+            .await
+            .map_err(failure)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use dmtree_core::acl::AclTable;
+    use dmtree_core::{
+        Acl, DataHandler, Event, EventKind, EventLog, EventLogConfig, NewNode, OpContext, Principal, ReadRule,
+        TreeStore, TxId, Uri, UriLimits, Value,
+    };
+    use parking_lot::RwLock;
+
+    use crate::{ConfigStore, SqliteState};
+
+    /// A crash after the SQLite commit but before the journal append: the
+    /// change, its ACL and its (still unnumbered) event committed together,
+    /// and the log journals the event when it opens.
+    #[tokio::test]
+    async fn events_staged_with_a_commit_are_journaled_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let admin = Principal::named("admin");
+        let uri = Uri::parse("./s", &UriLimits::default()).unwrap();
+        let secret: Acl = "Get=admin".parse().unwrap();
+        {
+            let state = SqliteState::open(&path).await.unwrap();
+            let store = ConfigStore::open(state.clone(), Vec::new()).await.unwrap();
+            let cx = OpContext { principal: &admin, tx: Some(TxId(9)) };
+            store.add(cx, &uri, NewNode::Leaf(Value::string("SECRET"))).await.unwrap();
+            store.prepare(TxId(9)).await.unwrap();
+            let event = Event {
+                revision: 0,
+                timestamp: chrono::Utc::now(),
+                kind: EventKind::Added,
+                uri: uri.clone(),
+                to: None,
+                principal: Some("admin".into()),
+                format: Some(dmtree_core::Format::String),
+                value: Some(serde_json::json!("SECRET")),
+                session: None,
+                via: Vec::new(),
+                read: ReadRule::only(&admin),
+            };
+            state.stage(TxId(9), &[(uri.clone(), Some(secret.clone()))], &[event]).await.unwrap();
+            store.commit(TxId(9)).await.unwrap();
+            // ...and the process dies here, before the journal append.
+        }
+        let state = Arc::new(SqliteState::open(&path).await.unwrap());
+        assert_eq!(state.load_acls().await.unwrap(), vec![(uri.clone(), secret)], "the ACL committed with the node");
+        let acls = Arc::new(RwLock::new(AclTable::new(Acl::default_root())));
+        let log = EventLog::open(state.clone(), EventLogConfig::default(), acls.clone()).await.unwrap();
+        assert_eq!(log.head(), 1);
+        let journaled = state.read_events(0, 10).await.unwrap();
+        assert_eq!((journaled[0].uri.clone(), journaled[0].value.clone()), (uri, Some(serde_json::json!("SECRET"))));
+        assert!(!journaled[0].read.permits(&Principal::Anonymous), "the read rule survives the journal");
+        assert!(state.pending_events().await.unwrap().is_empty(), "settled");
+        drop(log);
+        let again = EventLog::open(state.clone(), EventLogConfig::default(), acls).await.unwrap();
+        assert_eq!(again.head(), 1, "journaled once");
     }
 }
