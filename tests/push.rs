@@ -248,6 +248,9 @@ async fn bad_subscriptions_are_refused_and_create_nothing() {
         (json!({"pattern": "./config/**", "transport": "carrier-pigeon"}), 400, "invalid_data"),
         (json!({"pattern": "./config/**", "transport": "amqp", "queue": "amq.gen-mine"}), 400, "invalid_data"),
         (json!({"pattern": "./config/**", "transport": "amqp", "queue": "has space"}), 400, "invalid_data"),
+        // Another principal's queue namespace.
+        (json!({"pattern": "./config/**", "transport": "amqp", "queue": "dmtree.sub.admin.feed"}), 400, "invalid_data"),
+        (json!({"pattern": "./config/**", "transport": "amqp", "queue": "dmtree.sub.alice."}), 400, "invalid_data"),
         (json!({"pattern": "./config/**", "transport": "xmpp", "jid": "not a jid@@"}), 400, "invalid_data"),
         (json!({"pattern": "./config/**", "transport": "xmpp"}), 400, "invalid_data"),
         (json!({"pattern": "./config/**", "transport": "sse", "kinds": ["exploded"]}), 400, "invalid_data"),
@@ -320,4 +323,59 @@ async fn subscriptions_survive_a_restart_and_resume_by_revision() {
     seen.dedup();
     let after: Vec<i64> = seen.iter().map(|s| s.1).filter(|v| *v >= 5).collect();
     assert_eq!(after, vec![5, 6, 7, 8, 9], "in order, none missing ({seen:?})");
+}
+
+/// A queue that dmtree did not create, or that another subscription uses, is
+/// refused, so cancelling a subscription can only ever delete its own queue.
+#[tokio::test]
+async fn subscriptions_use_only_queues_they_create() {
+    let alice = WORLD.server.as_alice();
+    let foreign = unique("dmtree.sub.alice.foreign-");
+    let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await.unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    channel.queue_declare(foreign.as_str().into(), QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
+    let taken = alice
+        .post("/tree/subscriptions", json!({"pattern": "./config/**", "transport": "amqp", "queue": foreign}))
+        .await;
+    assert_eq!((taken.status, taken.code()), (409, "concurrent_access"), "{}", taken.body);
+
+    let mine = unique("dmtree.sub.alice.mine-");
+    let id = subscribe(&alice, json!({"pattern": "./config/**", "transport": "amqp", "queue": mine})).await;
+    let twice = alice.post("/tree/subscriptions", json!({"pattern": "./config/**", "transport": "amqp", "queue": mine})).await;
+    assert_eq!((twice.status, twice.code()), (409, "concurrent_access"), "a queue serves one subscription");
+    assert_eq!(alice.delete(&format!("/tree/subscriptions/{id}")).await.status, 204);
+    let queues = rabbitmqctl(&["list_queues", "name"]);
+    assert!(queues.contains(&foreign), "a queue dmtree did not create is never deleted");
+    assert!(!queues.contains(&mine), "its own queue is");
+    channel.queue_delete(foreign.as_str().into(), Default::default()).await.unwrap();
+}
+
+/// Publishing is mandatory: with its queue deleted behind dmtree's back, a
+/// message is not counted as delivered; the queue is declared again and the
+/// message arrives.
+#[tokio::test]
+async fn an_unroutable_message_is_redelivered_once_the_queue_is_back() {
+    let admin = WORLD.server.as_admin();
+    let id = subscribe(&admin, json!({"pattern": "./config/t_gone/**", "transport": "amqp"})).await;
+    let queue = format!("dmtree.sub.admin.{id}");
+    let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await.unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    channel.queue_delete(queue.as_str().into(), Default::default()).await.unwrap();
+    admin.put("/tree/config/t_gone/x", json!({"value": 7})).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if rabbitmqctl(&["list_queues", "name"]).contains(&queue) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the queue was never declared again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut consumer = Queue::open(&queue).await;
+    loop {
+        let message = consumer.next_within(Duration::from_secs(20)).await.expect("the event arrives");
+        if message["uri"] == "./config/t_gone/x" {
+            assert_eq!(message["value"], json!(7));
+            break;
+        }
+    }
 }

@@ -13,7 +13,7 @@ use lapin::options::{
     QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
@@ -66,6 +66,23 @@ impl AmqpConnector {
         Ok(conn)
     }
 
+    /// Whether `queue` exists on the broker (a passive declare, on a channel of its own,
+    /// since the broker closes the channel of a passive declare that fails).
+    pub async fn queue_exists(&self, queue: &str) -> Result<bool, String> {
+        let channel = self.connection().await?.create_channel().await.map_err(err)?;
+        let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+        match channel.queue_declare(queue.into(), passive, FieldTable::default()).await {
+            Ok(_) => {
+                let _ = channel.close(200, "".into()).await;
+                Ok(true)
+            }
+            Err(e) => match e.kind() {
+                lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 404 => Ok(false),
+                _ => Err(err(e)),
+            },
+        }
+    }
+
     pub async fn delete_queue(&self, queue: &str) -> Result<(), String> {
         let channel = self.connection().await?.create_channel().await.map_err(err)?;
         channel.queue_delete(queue.into(), QueueDeleteOptions::default()).await.map_err(err)?;
@@ -99,6 +116,9 @@ impl Connector for AmqpConnector {
     }
 }
 
+/// An unroutable message comes back instead of vanishing, so it counts as undelivered.
+const MANDATORY: BasicPublishOptions = BasicPublishOptions { mandatory: true, immediate: false };
+
 struct AmqpSink {
     channel: Channel,
     exchange: String,
@@ -116,12 +136,14 @@ impl Sink for AmqpSink {
             .with_message_id(revision.to_string().into());
         let confirm = self
             .channel
-            .basic_publish(self.exchange.as_str().into(), key.into(), BasicPublishOptions::default(), &body, props)
+            .basic_publish(self.exchange.as_str().into(), key.into(), MANDATORY, &body, props)
             .await
             .map_err(err)?;
         Ok(Box::pin(async move {
             match confirm.await.map_err(err)? {
-                c if c.is_ack() => Ok(()),
+                // Returned: no queue took it (the queue was deleted behind dmtree's back).
+                Confirmation::Ack(Some(_)) => Err(format!("revision {revision} was unroutable: the queue is gone")),
+                Confirmation::Ack(None) => Ok(()),
                 _ => Err(format!("the broker refused revision {revision}")),
             }
         }))

@@ -37,13 +37,15 @@ pub struct PushConfig {
     /// A message unconfirmed this long is taken as lost: the transport is
     /// reopened and delivery resumes from the last confirmed revision.
     pub ack_timeout_ms: u64,
+    /// The most subscriptions one principal may hold.
+    pub max_per_owner: usize,
     pub amqp: Option<amqp::AmqpConfig>,
     pub xmpp: Option<xmpp::XmppConfig>,
 }
 
 impl Default for PushConfig {
     fn default() -> Self {
-        Self { buffer: 4096, window: 1024, ack_timeout_ms: 10_000, amqp: None, xmpp: None }
+        Self { buffer: 4096, window: 1024, ack_timeout_ms: 10_000, max_per_owner: 256, amqp: None, xmpp: None }
     }
 }
 
@@ -183,14 +185,26 @@ impl Push {
 
     /// Persists and starts a checked subscription. The id must be new.
     pub async fn create(&self, spec: SubscriptionSpec, at: &Uri) -> Result<(), DmtError> {
-        if self.subs.read().contains_key(&spec.id) {
-            return Err(DmtError::exists(&at.join_name(&spec.id)));
-        }
-        // The queue exists when the caller hears back, so it can start consuming at once.
-        if let (Transport::Amqp { .. }, Some(amqp)) = (&spec.transport, &self.amqp)
-            && let Err(e) = amqp.declare(&spec).await
-        {
-            tracing::warn!(subscription = %spec.id, error = %e, "broker unreachable; the queue will be declared when it is back");
+        self.admit(&spec, at)?;
+        // dmtree delivers only into queues it creates, and deletes only those.
+        if let (Transport::Amqp { queue }, Some(amqp)) = (&spec.transport, &self.amqp) {
+            match amqp.queue_exists(queue).await {
+                Ok(true) => {
+                    return Err(DmtError::concurrent(
+                        at,
+                        format!("queue {queue} already exists on the broker; name a new one"),
+                    ));
+                }
+                // The queue exists when the caller hears back, so it can start consuming at once.
+                Ok(false) => {
+                    if let Err(e) = amqp.declare(&spec).await {
+                        tracing::warn!(subscription = %spec.id, error = %e, "declaring the queue failed; retried by the worker");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(subscription = %spec.id, error = %e, "broker unreachable; the queue will be declared when it is back")
+                }
+            }
         }
         let body = serde_json::to_string(&spec).map_err(|e| DmtError::store(at, e))?;
         let stored = StoredSubscription { id: spec.id.clone(), spec: body, position: spec.since };
@@ -199,6 +213,27 @@ impl Push {
             .await
             .map_err(|e| DmtError::store(at, e))?;
         self.launch(Arc::new(Subscription::new(spec, stored.position)));
+        Ok(())
+    }
+
+    /// A new subscription's id and queue are its own, and its owner is under the cap.
+    fn admit(&self, spec: &SubscriptionSpec, at: &Uri) -> Result<(), DmtError> {
+        let subs = self.subs.read();
+        if subs.contains_key(&spec.id) {
+            return Err(DmtError::exists(&at.join_name(&spec.id)));
+        }
+        if let Transport::Amqp { queue } = &spec.transport
+            && subs.values().any(|s| matches!(&s.spec.transport, Transport::Amqp { queue: q } if q == queue))
+        {
+            return Err(DmtError::concurrent(at, format!("queue {queue} belongs to another subscription")));
+        }
+        let owned = subs.values().filter(|s| s.spec.owner == spec.owner).count();
+        if owned >= self.config.max_per_owner {
+            return Err(DmtError::limit(
+                at,
+                format!("{} already has {owned} subscriptions, the most one principal may hold", spec.owner),
+            ));
+        }
         Ok(())
     }
 
@@ -229,7 +264,7 @@ impl Push {
     /// Cancels a subscription: only its owner (or `admin`) may.
     pub async fn cancel(&self, id: &str, principal: &Principal, at: &Uri) -> Result<(), DmtError> {
         let sub = self.visible(principal, id).ok_or_else(|| DmtError::not_found(at))?;
-        if principal.name() != Some(sub.spec.owner.as_str()) && principal.name() != Some("admin") {
+        if principal.name() != Some(sub.spec.owner.as_str()) && !principal.is_admin() {
             return Err(DmtError::denied(at, principal, Permission::Delete));
         }
         self.state.remove_subscription(id).await.map_err(|e| DmtError::store(at, e))?;
@@ -247,7 +282,7 @@ impl Push {
     pub fn visible(&self, principal: &Principal, id: &str) -> Option<Arc<Subscription>> {
         let sub = self.subs.read().get(id).cloned()?;
         let name = principal.name()?;
-        (name == sub.spec.owner || name == "admin").then_some(sub)
+        (name == sub.spec.owner || principal.is_admin()).then_some(sub)
     }
 
     /// `./subscriptions` as the principal sees it.

@@ -126,11 +126,16 @@ pub fn parse(
             return Err(DmtError::unsupported(at, "AMQP is not configured on this server ([push.amqp])"));
         }
         "amqp" => {
-            let queue = req.queue.clone().unwrap_or_else(|| format!("dmtree.sub.{owner_name}.{id}"));
+            let prefix = queue_prefix(owner_name);
+            let queue = req.queue.clone().unwrap_or_else(|| format!("{prefix}{id}"));
             if !valid_queue(&queue) {
                 return Err(bad(format!(
                     "queue name {queue:?} must be 1-200 of [A-Za-z0-9._:-] and not start with \"amq.\""
                 )));
+            }
+            // A principal names queues only in its own namespace.
+            if !queue.starts_with(&prefix) || queue.len() == prefix.len() {
+                return Err(bad(format!("queue name {queue:?} must start with {prefix:?}, the owner's prefix")));
             }
             Transport::Amqp { queue }
         }
@@ -169,6 +174,11 @@ pub fn parse(
 
 fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Where the queues of `owner`'s subscriptions live.
+pub fn queue_prefix(owner: &str) -> String {
+    format!("dmtree.sub.{owner}.")
 }
 
 fn valid_queue(q: &str) -> bool {
