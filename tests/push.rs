@@ -333,7 +333,10 @@ async fn subscriptions_use_only_queues_they_create() {
     let foreign = unique("dmtree.sub.alice.foreign-");
     let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await.unwrap();
     let channel = conn.create_channel().await.unwrap();
-    channel.queue_declare(foreign.as_str().into(), QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
+    channel
+        .queue_declare(foreign.as_str().into(), QueueDeclareOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
     let taken = alice
         .post("/tree/subscriptions", json!({"pattern": "./config/**", "transport": "amqp", "queue": foreign}))
         .await;
@@ -341,7 +344,8 @@ async fn subscriptions_use_only_queues_they_create() {
 
     let mine = unique("dmtree.sub.alice.mine-");
     let id = subscribe(&alice, json!({"pattern": "./config/**", "transport": "amqp", "queue": mine})).await;
-    let twice = alice.post("/tree/subscriptions", json!({"pattern": "./config/**", "transport": "amqp", "queue": mine})).await;
+    let twice =
+        alice.post("/tree/subscriptions", json!({"pattern": "./config/**", "transport": "amqp", "queue": mine})).await;
     assert_eq!((twice.status, twice.code()), (409, "concurrent_access"), "a queue serves one subscription");
     assert_eq!(alice.delete(&format!("/tree/subscriptions/{id}")).await.status, 204);
     let queues = rabbitmqctl(&["list_queues", "name"]);

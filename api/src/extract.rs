@@ -28,7 +28,7 @@ impl FromRequestParts<AppState> for Auth {
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .map(str::trim)
             .ok_or(ApiError::InvalidToken)?;
-        state.tokens.principal(token).cloned().map(Auth).ok_or(ApiError::InvalidToken)
+        state.tokens.principal(token).map(Auth).ok_or(ApiError::InvalidToken)
     }
 }
 

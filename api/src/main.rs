@@ -164,6 +164,9 @@ enum TokenCommand {
     },
     /// Print the SHA-256 hash of a token, as `[[auth.tokens]]` expects it.
     Hash { token: String },
+    /// Revoke a token on a running server (admin): by its id under
+    /// `./system/tokens`, or by the token itself. Works at once and for good.
+    Revoke { token_or_id: String },
 }
 
 fn main() -> ExitCode {
@@ -266,6 +269,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 auth::hash_token(&token)
             );
             Ok(())
+        }
+        Command::Token(TokenCommand::Revoke { token_or_id }) => {
+            client()?.rm(&parse_uri(&format!("./system/tokens/{}", auth::token_ref(token_or_id)))?).await
         }
         Command::Token(TokenCommand::Hash { token }) => {
             println!("{}", auth::hash_token(token));

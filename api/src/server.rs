@@ -40,7 +40,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
 pub async fn build(config: ServerConfig) -> anyhow::Result<AppState> {
     create_private_dir(&config.data_dir)?;
     let state = SqliteState::open(&config.data_dir.join("dmtree.db")).await?;
-    let tokens = auth::bootstrap(&state, &config.auth, &config.data_dir).await?;
+    let tokens = Arc::new(auth::bootstrap(&state, &config.auth, &config.data_dir).await?);
     let tree = Tree::open(config.tree.clone(), Arc::new(state.clone()), Acl::default_root()).await?;
 
     let mount = &config.config_store.mount;
@@ -85,7 +85,8 @@ pub async fn build(config: ServerConfig) -> anyhow::Result<AppState> {
     }
     let metrics = Arc::new(Metrics::default());
     let (started, started_at) = (Instant::now(), chrono::Utc::now());
-    system::mount(&tree, metrics.clone(), started, started_at, federation.local.instance.clone())?;
+    system::mount(&tree, tokens.clone(), metrics.clone(), started, started_at, federation.local.instance.clone())
+        .await?;
     Ok(AppState::new(App {
         tree,
         tokens,

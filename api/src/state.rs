@@ -11,7 +11,7 @@ use crate::metrics::Metrics;
 
 pub struct App {
     pub tree: Arc<Tree>,
-    pub tokens: Tokens,
+    pub tokens: Arc<Tokens>,
     pub metrics: Arc<Metrics>,
     pub config: ServerConfig,
     pub push: Arc<crate::push::Push>,

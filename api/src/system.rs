@@ -1,5 +1,5 @@
-//! The tree describes itself: `./system` and `./sessions` (and, in
-//! `federation::mounts`, `./mounts`).
+//! The tree describes itself: `./system`, `./system/tokens` (admin only) and
+//! `./sessions` (and, in `federation::mounts`, `./mounts`).
 
 use std::sync::{Arc, Weak};
 use std::time::Instant;
@@ -7,14 +7,17 @@ use std::time::Instant;
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use dmtree_core::{
-    DataHandler, DmtError, Node, OpContext, Result, SessionInfo, SnapshotHandler, Tree, Uri, entry_children, entry_node,
+    Acl, DataHandler, DmtError, Meta, Node, OpContext, Result, SessionInfo, SnapshotHandler, Tree, Uri, entry_children,
+    entry_node,
 };
 use serde_json::{Map, Value as Json, json};
 
+use crate::auth::Tokens;
 use crate::metrics::Metrics;
 
-pub fn mount(
+pub async fn mount(
     tree: &Arc<Tree>,
+    tokens: Arc<Tokens>,
     metrics: Arc<Metrics>,
     started: Instant,
     started_at: DateTime<Utc>,
@@ -31,7 +34,12 @@ pub fn mount(
         })),
     )?;
     tree.mount("sessions", at("sessions"), Arc::new(SessionsHandler { tree: weak }))?;
-    Ok(())
+    let tokens_at = at("system").join_name("tokens");
+    tree.mount("tokens", tokens_at.clone(), Arc::new(TokensHandler { tokens }))?;
+    let admin_only: Acl = "Add=admin&Delete=admin&Exec=admin&Get=admin&Replace=admin"
+        .parse()
+        .map_err(|e| DmtError::from_acl(&tokens_at, e))?;
+    tree.ensure_acl(&tokens_at, admin_only).await
 }
 
 fn time(t: DateTime<Utc>) -> String {
@@ -101,5 +109,42 @@ impl DataHandler for SessionsHandler {
             || tree.visible_session_ids(cx.principal),
             |id| tree.visible_session(cx.principal, id).as_ref().map(session_json),
         )
+    }
+}
+
+/// `./system/tokens/<id>`: the tokens in force (principal, label, source),
+/// never the tokens themselves. `DELETE` revokes one, at once and for good.
+struct TokensHandler {
+    tokens: Arc<Tokens>,
+}
+
+#[async_trait]
+impl DataHandler for TokensHandler {
+    fn kind(&self) -> &'static str {
+        "tokens"
+    }
+
+    async fn get(&self, _cx: OpContext<'_>, path: &Uri) -> Result<Node> {
+        entry_node(path, |id| self.tokens.describe(id))
+    }
+
+    async fn children(&self, _cx: OpContext<'_>, path: &Uri) -> Result<Vec<String>> {
+        entry_children(path, || self.tokens.ids(), |id| self.tokens.describe(id))
+    }
+
+    async fn meta(&self, _cx: OpContext<'_>, path: &Uri) -> Result<Meta> {
+        Ok(Meta::collection(path))
+    }
+
+    async fn delete(&self, _cx: OpContext<'_>, path: &Uri) -> Result<()> {
+        let at = Uri::root().join_name("system").join_name("tokens").concat(path);
+        let Some(id) = path.name().filter(|_| path.depth() == 1) else {
+            return Err(DmtError::not_allowed(&at, "only a whole token can be revoked"));
+        };
+        match self.tokens.revoke(id).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(DmtError::not_found(&at)),
+            Err(e) => Err(DmtError::store(&at, e.to_string())),
+        }
     }
 }

@@ -32,4 +32,31 @@ impl SqliteState {
             .await?;
         Ok(())
     }
+
+    /// Revokes a token for good: forgets a stored one, and records the hash
+    /// so that a configured one stays refused after restarts too.
+    pub async fn revoke_token(&self, hash: &str, revoked_ms: i64) -> Result<(), StateError> {
+        let mut conn = self.writer.lock().await;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        sqlx::query("DELETE FROM tokens WHERE hash = ?1").bind(hash).execute(&mut *tx).await?;
+        sqlx::query("INSERT OR REPLACE INTO revoked_tokens (hash, revoked_ms) VALUES (?1, ?2)")
+            .bind(hash)
+            .bind(revoked_ms)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn revoked_tokens(&self) -> Result<Vec<String>, StateError> {
+        let rows = sqlx::query("SELECT hash FROM revoked_tokens").fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(|r| r.get("hash")).collect())
+    }
+
+    /// Forgets the stored tokens with this label (the first-start `bootstrap` one).
+    pub async fn remove_tokens_labelled(&self, label: &str) -> Result<u64, StateError> {
+        let mut conn = self.writer.lock().await;
+        let done = sqlx::query("DELETE FROM tokens WHERE label = ?1").bind(label).execute(&mut *conn).await?;
+        Ok(done.rows_affected())
+    }
 }
