@@ -147,3 +147,22 @@ async fn a_revoked_token_is_refused_at_once_and_after_a_restart() {
     assert_eq!(server.as_alice().get("/tree/config").await.status, 401, "still revoked");
     assert_eq!(server.as_admin().get("/tree/config").await.status, 200);
 }
+
+/// Integers a 64-bit int cannot hold are refused, not rounded into floats.
+#[tokio::test]
+async fn integers_beyond_64_bits_are_refused_not_rounded() {
+    let admin = SERVER.as_admin();
+    for literal in ["9223372036854775808", "-9223372036854775809", "123456789012345678901234567890"] {
+        let body = format!("{{\"value\": {literal}}}");
+        let put = admin
+            .request(reqwest::Method::PUT, "/tree/config/big")
+            .header("content-type", "application/json")
+            .body(body);
+        let r = admin.send(put).await;
+        assert_eq!((r.status, r.code()), (400, "invalid_json"), "{literal}: {}", r.body);
+    }
+    assert_eq!(admin.get("/tree/config/big").await.status, 404, "nothing was stored");
+    let max = admin.put("/tree/config/big", json!({"value": i64::MAX})).await;
+    assert_eq!(max.status, 201);
+    assert_eq!(admin.get("/tree/config/big").await.body["value"], json!(i64::MAX));
+}

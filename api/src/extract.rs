@@ -50,6 +50,11 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(JsonBody(None));
         }
+        if let Some(n) = dmtree_core::value::inexact_integer(&bytes) {
+            return Err(ApiError::InvalidJson(format!(
+                "integer {n} does not fit in 64 bits; send it as a string, or as a float with a fraction"
+            )));
+        }
         serde_json::from_slice(&bytes).map(|v| JsonBody(Some(v))).map_err(|e| ApiError::InvalidJson(e.to_string()))
     }
 }

@@ -111,20 +111,6 @@ impl NodeJson {
             children,
         }
     }
-
-    /// Keeps only the children named by RESTCONF-style `fields` paths (`a;b/c`).
-    pub fn select(&mut self, fields: &[Vec<String>]) {
-        let Some(children) = &mut self.children else { return };
-        children.retain(|name, _| fields.iter().any(|f| f.first() == Some(name)));
-        for (name, child) in children.iter_mut() {
-            let deeper: Vec<Vec<String>> =
-                fields.iter().filter(|f| f.first() == Some(name) && f.len() > 1).map(|f| f[1..].to_vec()).collect();
-            // A field that names the child itself keeps all of it.
-            if !fields.iter().any(|f| f.len() == 1 && f[0] == *name) {
-                child.select(&deeper);
-            }
-        }
-    }
 }
 
 /// Parses `fields=a;b/c` (`,` also separates).
@@ -377,30 +363,5 @@ mod tests {
         assert_eq!(leaves[2].1.format(), Format::Json);
         let bad = serde_json::from_value(json!({"../x": 1})).unwrap();
         assert!(patch_leaves(&u("./base"), bad, &UriLimits::default()).is_err());
-    }
-
-    #[test]
-    fn fields_select_children() {
-        let leaf = |uri: &str| NodeJson {
-            uri: uri.into(),
-            kind: Some("leaf"),
-            format: None,
-            value: None,
-            readable: true,
-            props: None,
-            stale: None,
-            children: None,
-        };
-        let mut inner = BTreeMap::new();
-        inner.insert("x".to_owned(), leaf("./a/x"));
-        inner.insert("y".to_owned(), leaf("./a/y"));
-        let mut top = BTreeMap::new();
-        top.insert("a".to_owned(), NodeJson { children: Some(inner), ..leaf("./a") });
-        top.insert("b".to_owned(), leaf("./b"));
-        let mut root = NodeJson { children: Some(top), ..leaf(".") };
-        root.select(&parse_fields("a/x").unwrap());
-        let a = &root.children.as_ref().unwrap()["a"];
-        assert_eq!(root.children.as_ref().unwrap().len(), 1);
-        assert_eq!(a.children.as_ref().unwrap().keys().collect::<Vec<_>>(), ["x"]);
     }
 }

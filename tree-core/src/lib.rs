@@ -40,7 +40,7 @@ pub use pattern::UriPattern;
 pub use session::{LockMode, SessionInfo};
 pub use snapshot::{SnapshotHandler, entry_children, entry_node, json_children, json_node};
 pub use store::{MemoryTreeStore, TreeStore};
-pub use tree::{Caller, Content, NodeView, Precondition, Tree, TreeConfig, Versions, Write, WriteOutcome};
+pub use tree::{Caller, Content, NodeView, Precondition, Selection, Tree, TreeConfig, Versions, Write, WriteOutcome};
 pub use uri::{Uri, UriError, UriLimits};
 pub use value::{Format, Value};
 pub use via::Via;

@@ -166,6 +166,38 @@ pub struct NodeView {
     pub children: Option<Vec<NodeView>>,
 }
 
+/// RESTCONF `fields`: the children a read returns, by name; a name mapped to
+/// `None` keeps its whole subtree. Applied while reading, so a read costs what
+/// it returns.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Selection(std::collections::BTreeMap<String, Option<Selection>>);
+
+impl Selection {
+    /// From child paths (`a`, `b/c`): `a` whole, and only `c` below `b`.
+    pub fn from_paths(paths: &[Vec<String>]) -> Self {
+        let mut sel = Selection::default();
+        for path in paths {
+            sel.add(path);
+        }
+        sel
+    }
+
+    fn add(&mut self, path: &[String]) {
+        let Some((first, rest)) = path.split_first() else { return };
+        let entry = self.0.entry(first.clone()).or_insert_with(|| Some(Selection::default()));
+        if rest.is_empty() {
+            *entry = None;
+        } else if let Some(inner) = entry {
+            inner.add(rest);
+        }
+    }
+
+    /// `None`: the child is not selected; `Some(None)`: all of it.
+    fn child(&self, name: &str) -> Option<Option<&Selection>> {
+        self.0.get(name).map(Option::as_ref)
+    }
+}
+
 /// A write, with absolute URIs. Owned, because it runs in its own task.
 enum WriteOp {
     Put(Uri, Write),
@@ -380,9 +412,20 @@ impl Tree {
 
     /// Reads a node and, for interior nodes, its children to `depth` levels.
     pub async fn read(&self, caller: &Caller<'_>, uri: &Uri, depth: u32) -> Result<NodeView> {
+        self.read_selected(caller, uri, depth, None).await
+    }
+
+    /// Like [`read`](Self::read), keeping only the selected children.
+    pub async fn read_selected(
+        &self,
+        caller: &Caller<'_>,
+        uri: &Uri,
+        depth: u32,
+        selection: Option<&Selection>,
+    ) -> Result<NodeView> {
         let tx = self.read_context(caller, uri).await?;
         let mut budget = self.config.max_read_nodes;
-        let view = self.read_view(caller.principal, tx, uri.clone(), depth, &mut budget).await?;
+        let view = self.read_view(caller.principal, tx, uri.clone(), depth, selection, &mut budget).await?;
         if view.node.is_none() {
             return Err(DmtError::denied(uri, caller.principal, Permission::Get));
         }
@@ -408,6 +451,7 @@ impl Tree {
         tx: Option<TxId>,
         uri: Uri,
         depth: u32,
+        selection: Option<&'a Selection>,
         budget: &'a mut usize,
     ) -> BoxFuture<'a, Result<NodeView>> {
         Box::pin(async move {
@@ -426,8 +470,13 @@ impl Tree {
             let children = if node.kind == NodeKind::Interior && depth > 0 {
                 let mut views = Vec::new();
                 for name in self.child_names(principal, tx, &uri).await? {
+                    let below = match selection.map(|s| s.child(&name)) {
+                        None => None,
+                        Some(None) => continue,
+                        Some(Some(below)) => below,
+                    };
                     let child = uri.join_name(&name);
-                    match self.read_view(principal, tx, child, depth - 1, budget).await {
+                    match self.read_view(principal, tx, child, depth - 1, below, budget).await {
                         Ok(v) => views.push(v),
                         // Vanished between listing and reading: skip it.
                         Err(DmtError::NodeNotFound { .. }) => {}

@@ -119,6 +119,25 @@ async fn routes_to_the_longest_mount_and_answers_scaffolds() {
 }
 
 #[tokio::test]
+async fn fields_are_selected_while_reading() {
+    let tree = tree().await;
+    let admin = admin();
+    let caller = Caller::new(&admin);
+    for leaf_uri in ["./sites/a/s/x", "./sites/a/s/y", "./sites/a/t"] {
+        tree.put(&caller, &u(leaf_uri), leaf(1)).await.unwrap();
+    }
+    let names = |v: &NodeView| v.children.as_ref().unwrap().iter().map(|c| c.uri.to_string()).collect::<Vec<_>>();
+    let only_x = Selection::from_paths(&[vec!["s".into(), "x".into()]]);
+    let view = tree.read_selected(&caller, &u("./sites/a"), u32::MAX, Some(&only_x)).await.unwrap();
+    assert_eq!(names(&view), ["./sites/a/s"]);
+    assert_eq!(names(&view.children.as_ref().unwrap()[0]), ["./sites/a/s/x"]);
+    let whole = Selection::from_paths(&[vec!["s".into(), "x".into()], vec!["s".into()], vec!["t".into()]]);
+    let view = tree.read_selected(&caller, &u("./sites/a"), u32::MAX, Some(&whole)).await.unwrap();
+    assert_eq!(names(&view), ["./sites/a/s", "./sites/a/t"]);
+    assert_eq!(names(&view.children.as_ref().unwrap()[0]), ["./sites/a/s/x", "./sites/a/s/y"]);
+}
+
+#[tokio::test]
 async fn acls_govern_every_operation() {
     let tree = tree().await;
     let admin = admin();

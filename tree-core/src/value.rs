@@ -135,6 +135,12 @@ impl Value {
     /// integers are `int`, other numbers `float`, objects and arrays `json`.
     pub fn from_json(json: &Json, format: Option<Format>) -> Result<Value, ValueError> {
         let Some(format) = format else {
+            if let Json::Number(n) = json
+                && n.is_u64()
+                && !n.is_i64()
+            {
+                return Err(ValueError(format!("integer {n} is outside the int range (64-bit signed)")));
+            }
             return Ok(infer(json));
         };
         let mismatch = || ValueError(format!("value {} is not a valid {format}", short(json)));
@@ -205,6 +211,44 @@ impl Value {
     }
 }
 
+/// The first integer literal in a JSON text that a 64-bit int cannot hold
+/// exactly, if any. serde_json would read it as a lossy float; callers refuse
+/// it instead, so no value is ever silently rounded.
+pub fn inexact_integer(raw: &[u8]) -> Option<&str> {
+    let (mut i, mut in_string) = (0, false);
+    while i < raw.len() {
+        let b = raw[i];
+        i += 1;
+        if in_string {
+            match b {
+                b'\\' => i += 1,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'-' | b'0'..=b'9' => {
+                let start = i - 1;
+                while raw.get(i).is_some_and(u8::is_ascii_digit) {
+                    i += 1;
+                }
+                let integer = !matches!(raw.get(i), Some(b'.' | b'e' | b'E'));
+                while raw.get(i).is_some_and(|c| matches!(c, b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')) {
+                    i += 1;
+                }
+                let literal = std::str::from_utf8(&raw[start..i]).unwrap_or_default();
+                if integer && literal != "-" && literal.parse::<i64>().is_err() {
+                    return Some(literal);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 fn infer(json: &Json) -> Value {
     match json {
         Json::Null => Value::Null,
@@ -247,6 +291,33 @@ mod tests {
         assert_eq!(Value::from_json(&json!("x"), None).unwrap().format(), Format::String);
         assert_eq!(Value::from_json(&json!({"a": 1}), None).unwrap().format(), Format::Json);
         assert_eq!(Value::from_json(&json!(null), None).unwrap(), Value::Null);
+    }
+
+    #[test]
+    fn integers_beyond_i64_are_found_not_rounded() {
+        assert_eq!(inexact_integer(br#"{"value": 9223372036854775808}"#), Some("9223372036854775808"));
+        assert_eq!(inexact_integer(br#"[1, -9223372036854775809]"#), Some("-9223372036854775809"));
+        assert_eq!(
+            inexact_integer(br#"{"v": 123456789012345678901234567890}"#),
+            Some("123456789012345678901234567890")
+        );
+        assert_eq!(inexact_integer(br#"{"v": 9223372036854775807, "w": -9223372036854775808}"#), None);
+        assert_eq!(inexact_integer(br#"{"v": 1e400, "w": 123456789012345678901.5}"#), None, "floats say so");
+        assert_eq!(inexact_integer(br#"{"v": "99999999999999999999", "w\"": "1\"99999999999999999999"}"#), None);
+        assert!(Value::from_json(&json!(u64::MAX), None).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn every_i64_is_exact(n: i64, pad in "[ \t]{0,3}") {
+            let text = format!("{{\"a\":{pad}{n}{pad}}}");
+            prop_assert_eq!(inexact_integer(text.as_bytes()), None);
+        }
+
+        #[test]
+        fn never_panics(raw in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = inexact_integer(&raw);
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use dmtree_core::{Caller, DmtError, NodeView, Uri};
+use dmtree_core::{Caller, DmtError, NodeView, Selection, Uri};
 use serde_json::Value as Json_;
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -54,11 +54,9 @@ pub async fn get_node(
         }
     };
     let caller = Caller::new(&p).in_session(params.get("session").or(headers.session.as_deref()));
-    let view = app.tree.read(&caller, &uri, depth).await?;
-    let mut json = NodeJson::from_view(&view, params.flag("props")?);
-    if let Some(fields) = params.get("fields") {
-        json.select(&parse_fields(fields)?);
-    }
+    let selection = params.get("fields").map(parse_fields).transpose()?.map(|f| Selection::from_paths(&f));
+    let view = app.tree.read_selected(&caller, &uri, depth, selection.as_ref()).await?;
+    let json = NodeJson::from_view(&view, params.flag("props")?);
     let body = serde_json::to_vec(&json).map_err(|e| ApiError::Internal(e.to_string()))?;
     let etag = etag(&view, &body);
     let mut resp = if headers.if_none_match.as_ref().is_some_and(|v| if_none_match(v, &etag)) {
