@@ -166,3 +166,38 @@ async fn integers_beyond_64_bits_are_refused_not_rounded() {
     assert_eq!(max.status, 201);
     assert_eq!(admin.get("/tree/config/big").await.body["value"], json!(i64::MAX));
 }
+
+/// Slow clients cannot hold the listener: a connection that sends no request
+/// headers is closed after `header_timeout_ms`, connections past the cap are
+/// closed at once, and a real client is served as soon as the slow ones are gone.
+#[tokio::test]
+async fn slow_clients_are_cut_off_and_connections_are_capped() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let limits = "[http]\nmax_connections = 16\nheader_timeout_ms = 400\nbody_timeout_ms = 400\n";
+    let server = Server::start(&config_with(limits));
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let mut idle = Vec::new();
+    for _ in 0..40 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    // A client that sends headers, then never its body.
+    let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stalled.write_all(b"PUT /tree/config/slow HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    let served = server.http().get("/tree/config").await;
+    assert_eq!(served.status, 200, "served once the slow clients are gone");
+    let mut closed = 0;
+    for mut c in idle {
+        let mut buf = [0u8; 64];
+        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(std::time::Duration::from_millis(200), c.read(&mut buf)).await
+        {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 40, "every idle connection was closed by the server");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), stalled.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(answer.is_empty() || text.starts_with("HTTP/1.1 4"), "a stalled body is refused: {text}");
+    assert_eq!(server.as_admin().get("/tree/config/slow").await.status, 404, "nothing was written");
+}

@@ -29,6 +29,10 @@ pub struct ServerConfig {
     pub mounts: Vec<MountConfig>,
     pub infrastructure: InfrastructureConfig,
     pub federation: FederationConfig,
+    /// Listener limits: connections, header, body and idle timeouts.
+    pub http: crate::listener::HttpConfig,
+    /// HTTPS: a certificate and key to serve with, extra roots to trust.
+    pub tls: crate::listener::TlsConfig,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +51,8 @@ impl Default for ServerConfig {
             mounts: Vec::new(),
             infrastructure: InfrastructureConfig::default(),
             federation: FederationConfig::default(),
+            http: Default::default(),
+            tls: Default::default(),
         }
     }
 }
@@ -301,6 +307,8 @@ pub enum ConfigError {
     Mount { id: String, reason: String },
     #[error("federation.instance: {0}")]
     Instance(String),
+    #[error("{0}")]
+    Listener(String),
 }
 
 impl ServerConfig {
@@ -352,6 +360,10 @@ impl ServerConfig {
             && (id.is_empty() || id.contains(',') || !id.chars().all(|c| c.is_ascii_graphic()))
         {
             return Err(ConfigError::Instance(format!("{id:?} must be printable ASCII without commas")));
+        }
+        self.http.check().map_err(|e| ConfigError::Listener(e.to_string()))?;
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(ConfigError::Listener("[tls] needs both cert and key".into()));
         }
         Ok(())
     }

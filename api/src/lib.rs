@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 pub mod federation;
 pub mod json;
+pub mod listener;
 pub mod metrics;
 pub mod openapi;
 pub mod provision;

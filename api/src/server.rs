@@ -20,19 +20,20 @@ use crate::state::{App, AppState};
 use crate::system;
 
 pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
+    let tls = config.tls.acceptor()?;
     let app = build(config).await?;
     let listener = tokio::net::TcpListener::bind(app.config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", app.config.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, data = %app.config.data_dir.display(), "dmtree listening");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(addr = %listener.local_addr()?, scheme, data = %app.config.data_dir.display(), "dmtree listening");
     let state = app.clone();
-    axum::serve(listener, rest::router(app))
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            // Ends open event streams, so graceful shutdown can finish.
-            state.shutdown.send_replace(true);
-        })
-        .await?;
+    let shutdown = async move {
+        shutdown_signal().await;
+        // Ends open event streams, so graceful shutdown can finish.
+        state.shutdown.send_replace(true);
+    };
+    crate::listener::serve(listener, rest::router(app.clone()), &app.config.http, tls, shutdown).await?;
     tracing::info!("dmtree stopped");
     Ok(())
 }

@@ -126,15 +126,15 @@ impl Server {
                 if let Ok(v) = serde_json::from_str::<Value>(&line)
                     && v["fields"]["message"] == "dmtree listening"
                 {
-                    let _ = tx.send(v["fields"]["addr"].as_str().unwrap_or_default().to_owned());
+                    let scheme = v["fields"]["scheme"].as_str().unwrap_or("http");
+                    let _ = tx.send(format!("{scheme}://{}", v["fields"]["addr"].as_str().unwrap_or_default()));
                 }
                 if std::env::var_os("DMTREE_TEST_LOG").is_some() {
                     eprintln!("[dmtree] {line}");
                 }
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("dmtree did not start listening within 30 s");
-        self.base = format!("http://{addr}");
+        self.base = rx.recv_timeout(Duration::from_secs(30)).expect("dmtree did not start listening within 30 s");
         self.child = Some(child);
     }
 

@@ -347,6 +347,10 @@ impl Tree {
         all
     }
 
+    pub fn mount_by_id(&self, id: &str) -> Option<Arc<Mount>> {
+        self.mounts.load().by_id(id).cloned()
+    }
+
     fn route(&self, uri: &Uri) -> Route {
         match self.mounts.load().resolve(uri) {
             Some((m, rel)) => Route::Mounted(m.clone(), rel),

@@ -123,7 +123,8 @@ impl Federation {
     /// Loads grants and remote mounts, and mounts `./federation/grants` and `./mounts`.
     pub async fn start(tree: &Arc<Tree>, state: SqliteState, config: &ServerConfig) -> anyhow::Result<Arc<Self>> {
         let instance = config.federation.instance.clone().unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-        let local = Local { instance: instance.into(), max_hops: config.federation.max_hops };
+        let roots = config.tls.extra_roots()?;
+        let local = Local { instance: instance.into(), max_hops: config.federation.max_hops, roots };
         let grants = Grants::load(state.clone()).await?;
         let at = Uri::root().join_name("federation");
         tree.mount(

@@ -7,8 +7,8 @@ use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 use chrono::SecondsFormat;
-use dmtree_core::{DataHandler, DmtError, Meta, Node, OpContext, Result, Tree, Uri, json_children, json_node};
-use serde_json::{Map, Value as Json, json};
+use dmtree_core::{DataHandler, DmtError, Meta, Node, OpContext, Result, Tree, Uri, entry_children, entry_node};
+use serde_json::{Value as Json, json};
 
 use super::Federation;
 
@@ -26,24 +26,27 @@ impl MountsHandler {
         self.federation.upgrade().ok_or_else(|| DmtError::store(&at(path), "the server is shutting down"))
     }
 
-    fn snapshot(&self) -> Json {
-        let (Some(tree), Some(fed)) = (self.tree.upgrade(), self.federation.upgrade()) else { return json!({}) };
-        tree.mounts()
-            .iter()
-            .map(|m| {
-                let mut entry = json!({
-                    "uri": m.at.to_string(),
-                    "handler": m.handler.kind(),
-                    "since": m.since.to_rfc3339_opts(SecondsFormat::Millis, true),
-                    "origin": fed.origin(&m.id).map_or("built-in", |o| o.as_str()),
-                });
-                if let (Some(Json::Object(status)), Json::Object(e)) = (m.handler.status(), &mut entry) {
-                    e.extend(status);
-                }
-                (m.id.clone(), entry)
-            })
-            .collect::<Map<_, _>>()
-            .into()
+    /// One mount's entry: rendered alone, so reading a mount costs one mount.
+    fn entry(&self, id: &str) -> Option<Json> {
+        let (tree, fed) = (self.tree.upgrade()?, self.federation.upgrade()?);
+        let m = tree.mount_by_id(id)?;
+        let mut entry = json!({
+            "uri": m.at.to_string(),
+            "handler": m.handler.kind(),
+            "since": m.since.to_rfc3339_opts(SecondsFormat::Millis, true),
+            "origin": fed.origin(&m.id).map_or("built-in", |o| o.as_str()),
+        });
+        if let (Some(Json::Object(status)), Json::Object(e)) = (m.handler.status(), &mut entry) {
+            e.extend(status);
+        }
+        Some(entry)
+    }
+
+    fn ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> =
+            self.tree.upgrade().map(|t| t.mounts().iter().map(|m| m.id.clone()).collect()).unwrap_or_default();
+        ids.sort();
+        ids
     }
 }
 
@@ -58,11 +61,11 @@ impl DataHandler for MountsHandler {
     }
 
     async fn get(&self, _cx: OpContext<'_>, path: &Uri) -> Result<Node> {
-        json_node(self.snapshot(), path)
+        entry_node(path, |id| self.entry(id))
     }
 
     async fn children(&self, _cx: OpContext<'_>, path: &Uri) -> Result<Vec<String>> {
-        json_children(self.snapshot(), path)
+        entry_children(path, || self.ids(), |id| self.entry(id))
     }
 
     async fn meta(&self, _cx: OpContext<'_>, path: &Uri) -> Result<Meta> {

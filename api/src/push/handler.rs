@@ -6,7 +6,7 @@
 use std::sync::Weak;
 
 use async_trait::async_trait;
-use dmtree_core::{DataHandler, DmtError, Meta, Node, OpContext, Result, Uri, json_children, json_node};
+use dmtree_core::{DataHandler, DmtError, Meta, Node, OpContext, Result, Uri, entry_children, entry_node};
 use serde_json::Value as Json;
 
 use super::Push;
@@ -36,11 +36,17 @@ impl DataHandler for SubscriptionsHandler {
     }
 
     async fn get(&self, cx: OpContext<'_>, path: &Uri) -> Result<Node> {
-        json_node(self.push(path)?.snapshot(cx.principal), path)
+        let push = self.push(path)?;
+        entry_node(path, |id| push.visible(cx.principal, id).map(|s| s.snapshot()))
     }
 
     async fn children(&self, cx: OpContext<'_>, path: &Uri) -> Result<Vec<String>> {
-        json_children(self.push(path)?.snapshot(cx.principal), path)
+        let push = self.push(path)?;
+        entry_children(
+            path,
+            || push.visible_ids(cx.principal),
+            |id| push.visible(cx.principal, id).map(|s| s.snapshot()),
+        )
     }
 
     async fn meta(&self, _cx: OpContext<'_>, path: &Uri) -> Result<Meta> {

@@ -104,7 +104,7 @@ impl Subscription {
         self.cancel.subscribe()
     }
 
-    fn snapshot(&self) -> Json {
+    pub fn snapshot(&self) -> Json {
         let s = &self.spec;
         json!({
             "config": {
@@ -285,11 +285,14 @@ impl Push {
         (name == sub.spec.owner || principal.is_admin()).then_some(sub)
     }
 
-    /// `./subscriptions` as the principal sees it.
-    pub fn snapshot(&self, principal: &Principal) -> Json {
+    /// The ids of the subscriptions the principal may see, sorted.
+    pub fn visible_ids(&self, principal: &Principal) -> Vec<String> {
+        let Some(name) = principal.name() else { return Vec::new() };
         let subs = self.subs.read();
-        let visible = subs.iter().filter(|(id, _)| self.visible(principal, id).is_some());
-        Json::Object(visible.map(|(id, s)| (id.clone(), s.snapshot())).collect())
+        let mut ids: Vec<String> =
+            subs.values().filter(|s| principal.is_admin() || s.spec.owner == name).map(|s| s.spec.id.clone()).collect();
+        ids.sort();
+        ids
     }
 
     /// Attaches an SSE stream to an `sse` subscription (one stream at a time).

@@ -62,6 +62,8 @@ pub struct Local {
     pub instance: Arc<str>,
     /// The longest path a request or a bridged event may take.
     pub max_hops: usize,
+    /// Roots trusted for `https` remotes besides the built-in ones (`[tls] ca`).
+    pub roots: Vec<reqwest::Certificate>,
 }
 
 pub struct Link {
@@ -77,11 +79,13 @@ impl Link {
     pub fn new(spec: RemoteSpec, local: Local) -> std::result::Result<Self, String> {
         spec.validate().map_err(|e| e.to_string())?;
         let base = spec.base_url().map_err(|e| e.to_string())?.as_str().trim_end_matches('/').to_owned();
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(spec.timeout().min(Duration::from_secs(1)))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| e.to_string())?;
+            .pool_idle_timeout(Duration::from_secs(30));
+        for root in &local.roots {
+            builder = builder.add_root_certificate(root.clone());
+        }
+        let client = builder.build().map_err(|e| e.to_string())?;
         Ok(Self { spec, base, client, local, breaker: Breaker::default(), stats: Stats::default() })
     }
 
