@@ -306,3 +306,67 @@ async fn bad_input_gets_a_4xx_and_stores_nothing() {
         .await;
     assert_eq!(r.code(), "permission_denied", "ingest needs Exec");
 }
+
+const SECRET_USAGE: &str = r#"
+[contextstore.subscriptions.payroll]
+pattern = "./config/vault/*/salary"
+type = "payroll"
+fields = ["person"]
+
+[contextstore.handlers.payroll]
+kind = "aggregate"
+input = "payroll"
+keys = ["person"]
+value = "value"
+window_s = 3600
+
+[contextstore.subscriptions.shared]
+pattern = "./config/vault/*/hours"
+type = "hours"
+fields = ["person"]
+acl = "Get=admin+alice"
+
+[contextstore.handlers.hours]
+kind = "aggregate"
+input = "hours"
+keys = ["person"]
+value = "value"
+window_s = 3600
+"#;
+
+/// Derived data keeps its source's read rights: the store may read a secret
+/// subtree, but its aggregates (whose min and max are the secret values) are
+/// readable only by who may read the source, or by who the subscription's
+/// `acl` names.
+#[tokio::test]
+async fn aggregates_of_a_secret_subtree_stay_secret() {
+    let server = Server::start(&with_database(false, SECRET_USAGE).await);
+    let (admin, alice, anon) = (server.as_admin(), server.as_alice(), server.http());
+    let secret = "Get=admin+contextstore&Add=admin&Replace=admin&Delete=admin";
+    assert_eq!(admin.put("/tree/config/vault", json!({"acl": secret})).await.status / 100, 2);
+    admin.put("/tree/config/vault/carol/salary", json!({"value": 123456})).await;
+    admin.put("/tree/config/vault/carol/hours", json!({"value": 38})).await;
+    wait_for("the aggregates", async || {
+        admin.get("/tree/contextstore/aggregates/payroll/carol").await.status == 200
+            && admin.get("/tree/contextstore/aggregates/hours/carol").await.status == 200
+    })
+    .await;
+    let listed = |who: Http| async move {
+        let body = who.get("/tree/contextstore/aggregates").await.body;
+        body["children"].as_object().map(|c| c.keys().cloned().collect::<Vec<_>>()).unwrap_or_default()
+    };
+    assert_eq!(listed(admin.clone()).await, ["hours", "payroll"]);
+    assert_eq!(listed(alice.clone()).await, ["hours"], "alice is named by the hours subscription's acl");
+    assert!(listed(anon.clone()).await.is_empty());
+    for who in [&alice, &anon] {
+        let r = who.get("/tree/contextstore/aggregates/payroll/carol?depth=3").await;
+        assert_eq!(r.status, 404, "{}", r.body);
+        assert!(!r.body.to_string().contains("123456"));
+    }
+    let hours = alice.get("/tree/contextstore/aggregates/hours/carol?depth=3").await;
+    assert!(hours.body.to_string().contains("38"), "{}", hours.body);
+    // Loosening the source loosens what is derived from it: the rule is judged now.
+    let open = "Get=*&Add=admin&Replace=admin&Delete=admin";
+    assert_eq!(admin.put("/tree/config/vault", json!({"acl": open})).await.status / 100, 2);
+    assert_eq!(anon.get("/tree/contextstore/aggregates/payroll/carol").await.status, 200);
+}

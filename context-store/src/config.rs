@@ -20,6 +20,11 @@ pub struct Subscription {
     /// Names for the segments the pattern's `*`s match, in order: they become payload fields.
     #[serde(default)]
     pub fields: Vec<String>,
+    /// Who may read what is derived from these events (aggregates, SLA state,
+    /// queries), as an ACL whose `Get` counts. Default: the tree's ACL at the
+    /// pattern's base, so derived data is never more open than its source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acl: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,6 +143,9 @@ impl Config {
                     return Err(format!("type {:?} must be 1-128 of [A-Za-z0-9._-]", s.kind));
                 }
                 field_names(&s.fields, "field")?;
+                if let Some(acl) = &s.acl {
+                    acl.parse::<dmtree_core::Acl>().map_err(|e| e.to_string())?;
+                }
                 crate::feed::check(&s, &dmtree_core::UriLimits::default())?;
                 self.subscriptions.insert(name.into(), s);
             }

@@ -13,12 +13,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use dmtree_core::{
-    DataHandler, DmtError, Format, Meta, NewNode, Node, NodeKind, OpContext, Operation, Result, Uri, Value,
-    json_children, json_node,
+    DataHandler, DmtError, Format, Meta, NewNode, Node, NodeKind, OpContext, Operation, Permission, Principal, Result,
+    Uri, Value, json_children, json_node,
 };
 use serde_json::{Value as Json, json};
 use sqlx::Row;
 
+use crate::access;
 use crate::config::{Handler, SECTIONS};
 use crate::event::parse_batch;
 use crate::processor::KEY_SEP;
@@ -89,7 +90,7 @@ impl Answer {
 }
 
 impl ContextStoreHandler {
-    async fn answer(&self, path: &Uri) -> Result<Answer> {
+    async fn answer(&self, principal: &Principal, path: &Uri) -> Result<Answer> {
         let segs: Vec<&str> = path.segments().collect();
         let not_found = || DmtError::not_found(path);
         match place(&segs).ok_or_else(not_found)? {
@@ -118,19 +119,24 @@ impl ContextStoreHandler {
                 "ingest" => "exec with a batch of events: [{sender, type, payload, id?, timestamp?}]",
                 _ => "exec with {type, from?, to?, sender?, limit?, cursor?}",
             }))),
-            Place::Aggregates(rest) => self.aggregates(path, rest).await,
-            Place::Sla(rest) => self.sla(path, rest).await,
+            Place::Aggregates(rest) => self.aggregates(principal, path, rest).await,
+            Place::Sla(rest) => self.sla(principal, path, rest).await,
         }
     }
 
-    fn handlers_of(&self, aggregate: bool) -> Vec<(String, Vec<String>)> {
-        self.store
-            .config()
+    /// The aggregate (or threshold) handlers whose outputs `principal` may
+    /// read, with their keys; the others are as absent (see `access`).
+    fn handlers_of(&self, principal: &Principal, aggregate: bool) -> Vec<(String, Vec<String>)> {
+        let Some(tree) = self.store.tree() else { return Vec::new() };
+        let config = self.store.config();
+        let readable = |h: &Handler| access::handler_rule(&config, &tree, h).permits(principal);
+        config
             .handlers
-            .into_iter()
+            .iter()
+            .filter(|(_, h)| readable(h))
             .filter_map(|(name, h)| match h {
-                Handler::Aggregate { keys, .. } if aggregate => Some((name, keys)),
-                Handler::Threshold { keys, .. } if !aggregate => Some((name, keys)),
+                Handler::Aggregate { keys, .. } if aggregate => Some((name.clone(), keys.clone())),
+                Handler::Threshold { keys, .. } if !aggregate => Some((name.clone(), keys.clone())),
                 _ => None,
             })
             .collect()
@@ -154,8 +160,8 @@ impl ContextStoreHandler {
         Ok((!next.is_empty()).then(|| next.into_iter().collect()))
     }
 
-    async fn aggregates(&self, path: &Uri, rest: &[&str]) -> Result<Answer> {
-        let handlers = self.handlers_of(true);
+    async fn aggregates(&self, principal: &Principal, path: &Uri, rest: &[&str]) -> Result<Answer> {
+        let handlers = self.handlers_of(principal, true);
         let Some((name, tail)) = rest.split_first() else {
             return Ok(Answer::interior(handlers.into_iter().map(|(n, _)| n).collect()));
         };
@@ -218,8 +224,8 @@ impl ContextStoreHandler {
         }
     }
 
-    async fn sla(&self, path: &Uri, rest: &[&str]) -> Result<Answer> {
-        let handlers = self.handlers_of(false);
+    async fn sla(&self, principal: &Principal, path: &Uri, rest: &[&str]) -> Result<Answer> {
+        let handlers = self.handlers_of(principal, false);
         let Some((name, tail)) = rest.split_first() else {
             return Ok(Answer::interior(handlers.into_iter().map(|(n, _)| n).collect()));
         };
@@ -279,12 +285,12 @@ impl DataHandler for ContextStoreHandler {
         "context-store"
     }
 
-    async fn get(&self, _cx: OpContext<'_>, path: &Uri) -> Result<Node> {
-        Ok(self.answer(path).await?.node)
+    async fn get(&self, cx: OpContext<'_>, path: &Uri) -> Result<Node> {
+        Ok(self.answer(cx.principal, path).await?.node)
     }
 
-    async fn children(&self, _cx: OpContext<'_>, path: &Uri) -> Result<Vec<String>> {
-        Ok(self.answer(path).await?.children)
+    async fn children(&self, cx: OpContext<'_>, path: &Uri) -> Result<Vec<String>> {
+        Ok(self.answer(cx.principal, path).await?.children)
     }
 
     async fn meta(&self, _cx: OpContext<'_>, path: &Uri) -> Result<Meta> {
@@ -328,7 +334,7 @@ impl DataHandler for ContextStoreHandler {
         }
     }
 
-    async fn exec(&self, _cx: OpContext<'_>, path: &Uri, data: Option<Json>) -> Result<Json> {
+    async fn exec(&self, cx: OpContext<'_>, path: &Uri, data: Option<Json>) -> Result<Json> {
         let data = data.ok_or_else(|| DmtError::invalid_data(path, "exec needs JSON data"))?;
         match path.key() {
             "ingest" => {
@@ -339,6 +345,10 @@ impl DataHandler for ContextStoreHandler {
             "query" => {
                 let q: query::Query = serde_json::from_value(data)
                     .map_err(|e| DmtError::invalid_data(path, format!("invalid query: {e}")))?;
+                let tree = self.store.tree().ok_or_else(|| DmtError::store(path, "the tree has shut down"))?;
+                if !access::type_rule(&self.store.config(), &tree, &q.kind).permits(cx.principal) {
+                    return Err(DmtError::denied(path, cx.principal, Permission::Get));
+                }
                 let page = query::run(&self.store, q).await.map_err(|e| match e {
                     QueryError::Sql(e) => DmtError::store(path, e),
                     other => DmtError::invalid_data(path, other.to_string()),

@@ -13,6 +13,7 @@
 //!
 //! Storage is SQLite by default or PostgreSQL ([`db`]), with one SQL dialect.
 
+pub mod access;
 pub mod config;
 pub mod db;
 pub mod event;

@@ -395,6 +395,11 @@ impl Tree {
             && event.to.as_ref().is_none_or(|to| acls.permits(to, principal, Permission::Get))
     }
 
+    /// The ACL that governs `uri` now: its own, or its nearest ancestor's.
+    pub fn effective_acl(&self, uri: &Uri) -> Arc<Acl> {
+        self.acls.read().effective(uri)
+    }
+
     /// Whether `principal` may read the node at `base` or anything below it
     /// (some ACL below may grant what `base`'s does not).
     pub fn may_read_anywhere_below(&self, principal: &Principal, base: &Uri) -> bool {
