@@ -86,9 +86,9 @@ async fn query(store: &ContextStore, q: Json) -> Result<Vec<ContextEvent>, Strin
 async fn a_mixed_batch_stores_and_counts_each_event_once() {
     for backend in backends().await {
         let agg = json!({"kind": "aggregate", "input": "usage", "keys": ["user"], "value": "cpu", "window_s": 600});
-        let store = ContextStore::start(&backend.url, &tree().await, settings(), config(&[("handlers", "usage", agg)]))
-            .await
-            .unwrap();
+        let tree = tree().await;
+        let store =
+            ContextStore::start(&backend.url, &tree, settings(), config(&[("handlers", "usage", agg)])).await.unwrap();
         let old = usage("alice", "vm1", 1.0, at(0, 0));
         assert_eq!(store.ingest(vec![old.clone()]).await.unwrap().stored, 1);
         let new = usage("alice", "vm1", 2.0, at(1, 0));
@@ -104,9 +104,9 @@ async fn a_mixed_batch_stores_and_counts_each_event_once() {
 async fn aggregates_per_key_per_window_and_announce_closed_windows() {
     for backend in backends().await {
         let agg = json!({"kind": "aggregate", "input": "usage", "keys": ["user"], "value": "cpu", "window_s": 600, "lateness_s": 60});
-        let store = ContextStore::start(&backend.url, &tree().await, settings(), config(&[("handlers", "usage", agg)]))
-            .await
-            .unwrap();
+        let tree = tree().await;
+        let store =
+            ContextStore::start(&backend.url, &tree, settings(), config(&[("handlers", "usage", agg)])).await.unwrap();
         let handler = ContextStoreHandler::new(store.clone());
         let events = vec![
             usage("alice", "vm1", 1.0, at(0, 0)),
@@ -151,9 +151,9 @@ async fn aggregates_per_key_per_window_and_announce_closed_windows() {
 async fn threshold_raises_a_violation_after_the_duration_and_a_recovery_after() {
     for backend in backends().await {
         let sla = json!({"kind": "threshold", "input": "usage", "keys": ["vm"], "value": "cpu", "op": ">", "threshold": 90.0, "duration_s": 60});
-        let store = ContextStore::start(&backend.url, &tree().await, settings(), config(&[("handlers", "hot", sla)]))
-            .await
-            .unwrap();
+        let tree = tree().await;
+        let store =
+            ContextStore::start(&backend.url, &tree, settings(), config(&[("handlers", "hot", sla)])).await.unwrap();
         let handler = ContextStoreHandler::new(store.clone());
         store.ingest(vec![usage("a", "vm1", 95.0, at(0, 0)), usage("a", "vm1", 97.0, at(0, 30))]).await.unwrap();
         assert!(query(&store, json!({"type": "hot.violation"})).await.is_err(), "not yet: 30 s < 60 s");
@@ -174,10 +174,9 @@ async fn threshold_raises_a_violation_after_the_duration_and_a_recovery_after() 
 async fn filters_project_fields_and_queries_page() {
     for backend in backends().await {
         let filter = json!({"kind": "filter", "types": ["usage"], "fields": ["user"], "output": "who"});
+        let tree = tree().await;
         let store =
-            ContextStore::start(&backend.url, &tree().await, settings(), config(&[("handlers", "who", filter)]))
-                .await
-                .unwrap();
+            ContextStore::start(&backend.url, &tree, settings(), config(&[("handlers", "who", filter)])).await.unwrap();
         let events: Vec<_> = (0..25).map(|i| usage(&format!("u{i}"), "vm", 1.0, at(0, i))).collect();
         store.ingest(events).await.unwrap();
         let who = query(&store, json!({"type": "who", "limit": 100})).await.unwrap();
@@ -214,7 +213,8 @@ async fn retention_removes_by_count_and_by_age() {
     for backend in backends().await {
         let rules =
             [("retention", "usage", json!({"max_count": 10})), ("retention", "old", json!({"max_age_s": 3600}))];
-        let store = ContextStore::start(&backend.url, &tree().await, settings(), config(&rules)).await.unwrap();
+        let tree = tree().await;
+        let store = ContextStore::start(&backend.url, &tree, settings(), config(&rules)).await.unwrap();
         store.ingest((0..30).map(|i| usage("u", "v", i as f64, at(0, i))).collect()).await.unwrap();
         let old = |ts| ContextEvent { kind: "old".into(), ..usage("u", "v", 0.0, ts) };
         store.ingest(vec![old(Utc::now() - chrono::Duration::hours(2)), old(Utc::now())]).await.unwrap();
@@ -233,17 +233,15 @@ async fn state_survives_a_reopen_without_double_counting() {
         let agg = json!({"kind": "aggregate", "input": "usage", "keys": ["user"], "value": "cpu", "window_s": 3600});
         let events: Vec<_> = (0..50).map(|i| usage("alice", "vm", 1.0, at(0, i))).collect();
         {
-            let store = ContextStore::start(
-                &backend.url,
-                &tree().await,
-                settings(),
-                config(&[("handlers", "usage", agg.clone())]),
-            )
-            .await
-            .unwrap();
+            let tree = tree().await;
+            let store =
+                ContextStore::start(&backend.url, &tree, settings(), config(&[("handlers", "usage", agg.clone())]))
+                    .await
+                    .unwrap();
             store.ingest(events[..30].to_vec()).await.unwrap();
         }
-        let store = ContextStore::start(&backend.url, &tree().await, settings(), Config::default()).await.unwrap();
+        let tree = tree().await;
+        let store = ContextStore::start(&backend.url, &tree, settings(), Config::default()).await.unwrap();
         assert!(store.config().handlers.contains_key("usage"), "configuration persisted");
         store.ingest(events.clone()).await.unwrap();
         let handler = ContextStoreHandler::new(store);
