@@ -320,6 +320,18 @@ keys = ["person"]
 value = "value"
 window_s = 3600
 
+[contextstore.subscriptions.team]
+pattern = "./config/team/*/load"
+type = "load"
+fields = ["person"]
+
+[contextstore.handlers.load]
+kind = "aggregate"
+input = "load"
+keys = ["person"]
+value = "value"
+window_s = 3600
+
 [contextstore.subscriptions.shared]
 pattern = "./config/vault/*/hours"
 type = "hours"
@@ -355,9 +367,16 @@ async fn aggregates_of_a_secret_subtree_stay_secret() {
         let body = who.get("/tree/contextstore/aggregates").await.body;
         body["children"].as_object().map(|c| c.keys().cloned().collect::<Vec<_>>()).unwrap_or_default()
     };
-    assert_eq!(listed(admin.clone()).await, ["hours", "payroll"]);
+    // A `*` reaching a stricter subtree makes the whole derived set that strict.
+    admin.put("/tree/config/team/boss", json!({"acl": secret})).await;
+    admin.put("/tree/config/team/boss/load", json!({"value": 0.97})).await;
+    admin.put("/tree/config/team/dev/load", json!({"value": 0.5})).await;
+    wait_for("the load aggregates", async || admin.get("/tree/contextstore/aggregates/load/boss").await.status == 200)
+        .await;
+    assert_eq!(listed(admin.clone()).await, ["hours", "load", "payroll"]);
     assert_eq!(listed(alice.clone()).await, ["hours"], "alice is named by the hours subscription's acl");
     assert!(listed(anon.clone()).await.is_empty());
+    assert_eq!(anon.get("/tree/contextstore/aggregates/load/boss").await.status, 404);
     for who in [&alice, &anon] {
         let r = who.get("/tree/contextstore/aggregates/payroll/carol?depth=3").await;
         assert_eq!(r.status, 404, "{}", r.body);

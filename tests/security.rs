@@ -201,3 +201,75 @@ async fn slow_clients_are_cut_off_and_connections_are_capped() {
     assert!(answer.is_empty() || text.starts_with("HTTP/1.1 4"), "a stalled body is refused: {text}");
     assert_eq!(server.as_admin().get("/tree/config/slow").await.status, 404, "nothing was written");
 }
+
+/// Found by the second probe: `Add=*` on ./subscriptions let anyone lock it
+/// (and, with it, every write whose scope is the root); a caller without
+/// rights waited on another's lock and so learnt where it was.
+#[tokio::test]
+async fn locks_need_replace_and_the_unentitled_never_wait_on_them() {
+    let (admin, alice, anon) = (SERVER.as_admin(), SERVER.as_alice(), SERVER.http());
+    let r = alice.post("/sessions", json!({"root": "./subscriptions", "lock": "exclusive"})).await;
+    assert_eq!((r.status, r.code()), (403, "permission_denied"), "{}", r.body);
+    admin.put("/tree/config/locked", json!({})).await;
+    let held = admin.post("/sessions", json!({"root": "./config/locked", "lock": "exclusive"})).await;
+    assert_eq!(held.status, 201, "{}", held.body);
+    for who in [&anon, &alice] {
+        let started = std::time::Instant::now();
+        let r = who.put("/tree/config/locked/x", json!({"value": 1})).await;
+        assert!(matches!(r.code(), "authentication_required" | "permission_denied"), "{}", r.body);
+        assert!(started.elapsed() < Duration::from_secs(1), "refused at once, not after the lock timeout");
+    }
+    let id = held.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(admin.delete(&format!("/sessions/{id}")).await.status, 204);
+}
+
+/// Subscriptions are announced to their owner (and admin) only.
+#[tokio::test]
+async fn subscription_events_reach_only_their_owner() {
+    let (admin, alice) = (SERVER.as_admin(), SERVER.as_alice());
+    let start: u64 = admin.get("/tree/system/revision").await.body["value"].as_u64().unwrap();
+    let made = admin
+        .post("/tree/subscriptions", json!({"id": "adminsfeed", "pattern": "./config/**", "transport": "sse"}))
+        .await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    assert_eq!(admin.delete("/tree/subscriptions/adminsfeed").await.status, 204);
+    let query = format!("?uri=./subscriptions/**&since={start}");
+    let seen = alice.events(&query, None).await.drain(Duration::from_millis(300)).await;
+    assert!(!values(&seen).join("").contains("adminsfeed"), "{seen:?}");
+    let own = admin.events(&query, None).await.drain(Duration::from_millis(300)).await;
+    assert_eq!(own.iter().filter(|e| e["uri"] == "./subscriptions/adminsfeed").count(), 2, "{own:?}");
+}
+
+/// Handler configurations hold credentials: readable by admin only, and so
+/// are the events that carry them.
+#[tokio::test]
+async fn credentials_in_handler_configuration_stay_with_admin() {
+    let (admin, anon) = (SERVER.as_admin(), SERVER.http());
+    let start: u64 = admin.get("/tree/system/revision").await.body["value"].as_u64().unwrap();
+    let target = json!({"value": {"url": "http://127.0.0.1:9/", "token": "dmt_SECRETTOKEN", "types": ["x"]}});
+    let r = admin.put("/tree/contextstore/config/propagation/p1", target).await;
+    assert!(r.status < 300, "{}", r.body);
+    let read = anon.get("/tree/contextstore/config?depth=3").await;
+    assert!(!read.body.to_string().contains("SECRETTOKEN"), "{}", read.body);
+    let events = anon.events(&format!("?uri=./**&since={start}"), None).await.drain(Duration::from_millis(300)).await;
+    assert!(!values(&events).join("").contains("SECRETTOKEN"));
+    assert_eq!(admin.delete("/tree/contextstore/config/propagation/p1").await.status, 204);
+}
+
+/// Event streams hold a connection each: one principal (all anonymous callers
+/// together) holds at most `max_streams_per_principal`; others are unaffected.
+#[tokio::test]
+async fn event_streams_are_capped_per_principal() {
+    let server = Server::start(&config_with("[http]\nmax_streams_per_principal = 3\n"));
+    let anon = server.http();
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(anon.events("?uri=./config/**", None).await);
+    }
+    let refused = anon.get("/events?uri=./config/**").await;
+    assert_eq!((refused.status, refused.code()), (429, "too_many_streams"), "{}", refused.body);
+    let _admins = server.as_admin().events("?uri=./config/**", None).await;
+    drop(open.pop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _again = anon.events("?uri=./config/**", None).await;
+}

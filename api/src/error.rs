@@ -24,6 +24,8 @@ pub enum ApiError {
     RouteNotFound,
     #[error("method not allowed on this endpoint")]
     MethodNotAllowed,
+    #[error("{principal} already has {limit} event streams open; close one first")]
+    TooManyStreams { principal: String, limit: usize },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -58,6 +60,7 @@ impl ApiError {
             ApiError::InvalidParameter { .. } => "invalid_parameter",
             ApiError::RouteNotFound => "route_not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::TooManyStreams { .. } => "too_many_streams",
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -78,15 +81,16 @@ pub fn status_of(code: &str) -> StatusCode {
         "node_already_exists" | "concurrent_access" | "transaction_error" | "loop_detected" => StatusCode::CONFLICT,
         "permission_denied" => StatusCode::FORBIDDEN,
         "authentication_required" | "invalid_token" => StatusCode::UNAUTHORIZED,
-        "metadata_mismatch" => StatusCode::UNPROCESSABLE_ENTITY,
+        // Asking a handler for what it cannot do is the caller's mistake, not a server fault.
+        "metadata_mismatch" | "feature_not_supported" => StatusCode::UNPROCESSABLE_ENTITY,
         "command_not_allowed" | "method_not_allowed" => StatusCode::METHOD_NOT_ALLOWED,
         "invalid_uri" | "invalid_data" | "invalid_json" | "invalid_parameter" | "outside_session" => {
             StatusCode::BAD_REQUEST
         }
         "uri_too_long" => StatusCode::URI_TOO_LONG,
+        "too_many_streams" => StatusCode::TOO_MANY_REQUESTS,
         "precondition_failed" => StatusCode::PRECONDITION_FAILED,
         "limit_exceeded" | "body_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
-        "feature_not_supported" => StatusCode::NOT_IMPLEMENTED,
         "remote_error" => StatusCode::BAD_GATEWAY,
         "data_store_failure" => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,

@@ -31,17 +31,27 @@ pub struct HttpConfig {
     pub body_timeout_ms: u64,
     /// A connection with no request in flight is closed after this.
     pub idle_timeout_ms: u64,
+    /// Event streams (`/events`) one principal may hold open; all anonymous
+    /// callers together count as one. Streams live long, so each is a slot.
+    pub max_streams_per_principal: usize,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { max_connections: 4096, header_timeout_ms: 10_000, body_timeout_ms: 30_000, idle_timeout_ms: 120_000 }
+        Self {
+            max_connections: 4096,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            idle_timeout_ms: 120_000,
+            max_streams_per_principal: 64,
+        }
     }
 }
 
 impl HttpConfig {
     pub fn check(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.max_connections > 0, "[http] max_connections must be positive");
+        anyhow::ensure!(self.max_streams_per_principal > 0, "[http] max_streams_per_principal must be positive");
         for (name, ms) in [
             ("header_timeout_ms", self.header_timeout_ms),
             ("body_timeout_ms", self.body_timeout_ms),
@@ -251,5 +261,41 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for IdleTimeout<S> 
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Open event streams per principal, against `max_streams_per_principal`.
+#[derive(Default)]
+pub struct StreamCounts(parking_lot::Mutex<std::collections::HashMap<Option<Arc<str>>, usize>>);
+
+/// One open stream; dropping it frees the slot.
+pub struct StreamSlot {
+    counts: Arc<StreamCounts>,
+    key: Option<Arc<str>>,
+}
+
+impl StreamCounts {
+    /// A slot for `principal`, or `None` at the limit.
+    pub fn open(self: &Arc<Self>, principal: &dmtree_core::Principal, limit: usize) -> Option<StreamSlot> {
+        let key = principal.name().map(Arc::from);
+        let mut counts = self.0.lock();
+        let n = counts.entry(key.clone()).or_default();
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(StreamSlot { counts: self.clone(), key })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.0.lock();
+        if let Some(n) = counts.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.key);
+            }
+        }
     }
 }

@@ -62,3 +62,14 @@ pub async fn build(
         HandlerKind::Memory | HandlerKind::Remote => return Err(bad(format!("{kind:?} is not provisioned here"))),
     })
 }
+
+/// Who may read a handler's `config` subtree by default: admin only, since
+/// configurations hold credentials (broker link URIs, cloud and propagation
+/// tokens), and their events carry the values written. An ACL set on the
+/// subtree already (by an operator) is kept.
+pub async fn protect_config(tree: &dmtree_core::Tree, config: &dmtree_core::Uri) -> dmtree_core::Result<()> {
+    let admin_only = "Add=admin&Delete=admin&Exec=admin&Get=admin&Replace=admin"
+        .parse()
+        .map_err(|e| dmtree_core::DmtError::from_acl(config, e))?;
+    tree.ensure_acl(config, admin_only).await
+}

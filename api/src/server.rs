@@ -63,6 +63,7 @@ pub async fn build(config: ServerConfig) -> anyhow::Result<AppState> {
         let kind = HandlerKind::Infrastructure;
         let handler = crate::provision::build(&state, "localhost", kind, &serde_json::json!({})).await?;
         tree.mount("localhost", config.infrastructure.mount.clone(), handler)?;
+        crate::provision::protect_config(&tree, &config.infrastructure.mount.join_name("config")).await?;
     }
     let push = Push::start(tree.clone(), state.clone(), config.push.clone()).await?;
     let subscriptions = Uri::root().join_name("subscriptions");
@@ -83,6 +84,9 @@ pub async fn build(config: ServerConfig) -> anyhow::Result<AppState> {
             }
         }
         tree.mount("contextstore", cs.mount.clone(), Arc::new(ContextStoreHandler::new(store)))?;
+        // Propagation targets carry tokens.
+        let propagation = cs.mount.join_name("config").join_name("propagation");
+        crate::provision::protect_config(&tree, &propagation).await?;
     }
     let metrics = Arc::new(Metrics::default());
     let (started, started_at) = (Instant::now(), chrono::Utc::now());
@@ -96,6 +100,7 @@ pub async fn build(config: ServerConfig) -> anyhow::Result<AppState> {
         push,
         federation,
         shutdown: tokio::sync::watch::channel(false).0,
+        streams: Arc::default(),
     }))
 }
 

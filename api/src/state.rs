@@ -18,6 +18,8 @@ pub struct App {
     pub federation: Arc<crate::federation::Federation>,
     /// Flips to `true` when the server shuts down; long-lived streams end.
     pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// Open event streams per principal.
+    pub streams: Arc<crate::listener::StreamCounts>,
 }
 
 /// Cheap to clone: extractors clone it on every request.

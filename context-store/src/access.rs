@@ -1,8 +1,9 @@
 //! Who may read derived data. Aggregates, SLA state and query results are
 //! made of events the store read with its own principal; each event type
 //! carries the read rights of where its events came from: the `acl` of the
-//! subscriptions producing it, or else the tree's ACL at their patterns'
-//! base, and for a filter's output, the rights of all its inputs. Events
+//! subscriptions producing it, or else the tree's ACLs over every node their
+//! patterns may match (the base's, and any stricter one below it that a `*`
+//! can reach), and for a derived type, the rights of all its inputs. Events
 //! ingested directly (no subscription) add no restriction beyond the ACL of
 //! `./contextstore` itself.
 
@@ -39,7 +40,11 @@ fn add_type(config: &Config, tree: &Tree, kind: &str, rule: &mut ReadRule, seen:
             // Checked when written; unreadable now means: nobody.
             Some(Err(_)) => rule.and(Acl::default().into()),
             None => match UriPattern::parse(&s.pattern, &UriLimits::default()) {
-                Ok(pattern) => rule.and(tree.effective_acl(&pattern.base())),
+                Ok(pattern) => {
+                    for acl in tree.pattern_read_rule(&pattern).acls() {
+                        rule.and(acl.clone());
+                    }
+                }
                 Err(_) => rule.and(Acl::default().into()),
             },
         }

@@ -21,8 +21,9 @@ pub struct Subscription {
     #[serde(default)]
     pub fields: Vec<String>,
     /// Who may read what is derived from these events (aggregates, SLA state,
-    /// queries), as an ACL whose `Get` counts. Default: the tree's ACL at the
-    /// pattern's base, so derived data is never more open than its source.
+    /// queries), as an ACL whose `Get` counts. Default: the tree's ACLs over
+    /// every node the pattern may match, so derived data is never more open
+    /// than its source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acl: Option<String>,
 }

@@ -373,7 +373,7 @@ impl EventLog {
     /// A cursor yielding every event after `since`, replayed then live.
     pub fn cursor(&self, since: u64) -> EventCursor {
         EventCursor {
-            next: since + 1,
+            next: since.saturating_add(1),
             rx: self.shared.live.subscribe(),
             shared: self.shared.clone(),
             backlog: VecDeque::new(),

@@ -265,6 +265,8 @@ impl Tree {
         let (id, rx, reg) = self.fanout().register(filter, capacity);
         // Replay from the log first whenever the subscriber asks for history.
         let head = self.events().head();
+        // A position from the future means "from now".
+        let since = since.min(head);
         if since < head {
             let mut lag = reg.lag.lock();
             lag.lagging = true;

@@ -67,6 +67,21 @@ impl UriPattern {
         segs.next().is_none()
     }
 
+    /// Whether `uri` is a match or an ancestor of one: so its ACL governs
+    /// some node the pattern matches.
+    pub fn reaches(&self, uri: &Uri) -> bool {
+        let mut pattern = self.segments.iter();
+        for seg in uri.segments() {
+            match pattern.next() {
+                Some(PatternSegment::Subtree) => return true,
+                Some(PatternSegment::Any) => {}
+                Some(PatternSegment::Literal(l)) if l == seg => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
     /// The same pattern relative to `base`, if `base` is a literal prefix of it.
     pub fn strip_base(&self, base: &Uri) -> Option<UriPattern> {
         let mut rest = self.segments.iter();
@@ -147,6 +162,18 @@ mod tests {
     }
     fn uri(s: &str) -> Uri {
         Uri::parse(s, &UriLimits::default()).unwrap()
+    }
+
+    #[test]
+    fn reaching() {
+        let p = pat("./config/*/*/cpu");
+        for yes in ["./config", "./config/priv", "./config/priv/vm9", "./config/priv/vm9/cpu"] {
+            assert!(p.reaches(&uri(yes)), "{yes}");
+        }
+        for no in ["./other", "./config/priv/vm9/mem", "./config/priv/vm9/cpu/deeper"] {
+            assert!(!p.reaches(&uri(no)), "{no}");
+        }
+        assert!(pat("./a/**").reaches(&uri("./a/b/c/d")));
     }
 
     #[test]

@@ -82,6 +82,19 @@ async fn a_deleted_or_renamed_secret_keeps_its_events_secret() {
     assert_eq!(seen.len(), 6, "admin sees all: {seen:?}");
 }
 
+/// Found by the probe: a position past every revision overflowed once the
+/// stream fell behind. It now means "from now".
+#[tokio::test]
+async fn a_position_from_the_future_means_now() {
+    let tree = tree().await;
+    let admin = admin();
+    let mut feed = all(&tree, admin.clone(), u64::MAX);
+    tree.put(&Caller::new(&admin), &u("./sites/a/x"), leaf(1)).await.unwrap();
+    let seen = drain(&mut feed, Duration::from_millis(100)).await;
+    assert_eq!(seen.iter().map(|e| e.uri.to_string()).collect::<Vec<_>>(), ["./sites/a/x"]);
+    assert_eq!(tree.events().cursor(u64::MAX).position(), u64::MAX);
+}
+
 #[tokio::test]
 async fn a_copy_is_never_more_open_than_its_source() {
     let tree = tree().await;

@@ -372,6 +372,37 @@ impl Tree {
         }
     }
 
+    /// The cheap first gate of a write, on ACLs alone: the caller holds a
+    /// right the operation needs. The full checks still follow, per node.
+    fn may_attempt(&self, principal: &Principal, op: &WriteOp) -> Result<()> {
+        let acls = self.acls.read();
+        let parent = |u: &Uri| u.parent().unwrap_or_default();
+        let (uri, perm, allowed) = match op {
+            WriteOp::Put(u, w) => {
+                let acl_only = w.content.is_none() && w.props.is_empty() && w.acl.is_some();
+                let ok = acls.permits(u, principal, Permission::Replace)
+                    || acls.permits(&parent(u), principal, Permission::Add)
+                    || (acl_only && acls.permits(&parent(u), principal, Permission::Replace));
+                (u, Permission::Replace, ok)
+            }
+            WriteOp::Patch(u, ..) => {
+                let ok = acls.permits(u, principal, Permission::Replace) || acls.permits(u, principal, Permission::Add);
+                (u, Permission::Replace, ok)
+            }
+            WriteOp::Add(u, ..) => (u, Permission::Add, acls.permits(&parent(u), principal, Permission::Add)),
+            WriteOp::Create(u, _) => (u, Permission::Add, acls.permits(u, principal, Permission::Add)),
+            WriteOp::Delete(u, _) => (u, Permission::Delete, acls.permits(u, principal, Permission::Delete)),
+            WriteOp::Rename(u, _) => (u, Permission::Replace, acls.permits(u, principal, Permission::Replace)),
+            WriteOp::Exec(u, _) => (u, Permission::Exec, acls.permits(u, principal, Permission::Exec)),
+            WriteOp::Copy(from, to) => {
+                let ok = acls.permits(from, principal, Permission::Get)
+                    && acls.permits(&parent(to), principal, Permission::Add);
+                (to, Permission::Add, ok)
+            }
+        };
+        if allowed { Ok(()) } else { Err(DmtError::denied(uri, principal, perm)) }
+    }
+
     /// Before looking a node up for a caller that may not read it: refuses
     /// unless `perm` is granted, so whether the node exists (and its version)
     /// never shows in the answer.
@@ -393,6 +424,22 @@ impl Tree {
         let acls = self.acls.read();
         acls.permits(&event.uri, principal, Permission::Get)
             && event.to.as_ref().is_none_or(|to| acls.permits(to, principal, Permission::Get))
+    }
+
+    /// The rights to read every node `pattern` may match, now: the ACL at its
+    /// base, and every ACL set below the base on a path the pattern reaches
+    /// (a `*` may match a subtree whose ACL is stricter than the base's).
+    pub fn pattern_read_rule(&self, pattern: &crate::pattern::UriPattern) -> ReadRule {
+        let acls = self.acls.read();
+        let base = pattern.base();
+        let mut rule = ReadRule::default();
+        rule.and(acls.effective(&base));
+        for (uri, acl) in acls.entries() {
+            if base.is_prefix_of(&uri) && pattern.reaches(&uri) {
+                rule.and(acl);
+            }
+        }
+        rule
     }
 
     /// The ACL that governs `uri` now: its own, or its nearest ancestor's.
@@ -638,6 +685,9 @@ impl Tree {
 
     /// Runs a write in the caller's session, or in its own locked transaction.
     async fn write_now(&self, caller: &Caller<'_>, op: WriteOp) -> Result<OpResult> {
+        // Refused before any lock is taken: a caller without rights must not
+        // wait on (and so learn of) someone else's session, nor hold a lock.
+        self.may_attempt(caller.principal, &op)?;
         let scope = op.scope();
         let Some(id) = caller.session else {
             let _lock = self.locks.acquire(&scope, true, self.config.lock_timeout).await?;
@@ -1108,12 +1158,11 @@ impl Tree {
             return Err(DmtError::denied(root, principal, Permission::Replace));
         }
         self.require(principal, root, Permission::Get)?;
-        // A lock is a write right: it blocks writers, so it needs write rights.
+        // A lock blocks every writer of the subtree, so it needs the right to
+        // change the subtree itself (Replace), not merely to add to it: `Add=*`
+        // on ./subscriptions must not let anyone lock it.
         if mode != LockMode::Shared {
-            let acls = self.acls.read();
-            if ![Permission::Replace, Permission::Add].iter().any(|p| acls.permits(root, principal, *p)) {
-                return Err(DmtError::denied(root, principal, Permission::Replace));
-            }
+            self.require(principal, root, Permission::Replace)?;
         }
         let held = self.sessions.lock().values().filter(|s| &s.info.principal == principal).count();
         if held >= self.config.max_sessions_per_principal {

@@ -285,7 +285,8 @@ impl Uri {
         }
         // Errors name the URI as the tree spells it.
         let path = &format!("./{trimmed}");
-        if path.len() > limits.max_uri_bytes {
+        // Percent-encoding at most triples a byte; the exact limit applies to the decoded URI below.
+        if path.len() > 3 * limits.max_uri_bytes {
             return Err(UriError::too_long(path, format!("longer than {} bytes", limits.max_uri_bytes)));
         }
         let mut key = String::with_capacity(trimmed.len());
@@ -306,7 +307,12 @@ impl Uri {
             }
             key.push_str(seg);
         }
-        Ok(Self { key })
+        // The same limit as for the URI's text form, so both spellings of a node are accepted alike.
+        let uri = Self { key };
+        if uri.to_string().len() > limits.max_uri_bytes {
+            return Err(UriError::too_long(path, format!("longer than {} bytes", limits.max_uri_bytes)));
+        }
+        Ok(uri)
     }
 }
 
@@ -449,6 +455,17 @@ mod tests {
         assert!(matches!(Uri::parse("./abcd", &limits), Err(UriError::TooLong { .. })));
         assert!(matches!(Uri::parse(&format!("./{}", "a/".repeat(20)), &limits), Err(UriError::TooLong { .. })));
         assert!(matches!(Uri::from_http_path("/a/b/c", &limits), Err(UriError::TooLong { .. })));
+    }
+
+    /// Found by fuzzing: a name of backslashes fit the limit as text but not
+    /// as a percent-encoded HTTP path, so a node could be made and not addressed.
+    #[test]
+    fn both_spellings_share_one_limit() {
+        let limits = UriLimits { max_segments: 8, max_segment_bytes: 64, max_uri_bytes: 24 };
+        let uri = Uri::parse(&format!("./{}", r"\\".repeat(10)), &limits).unwrap();
+        let http = uri.to_http_path();
+        assert!(http.len() > 24);
+        assert_eq!(Uri::from_http_path(&http["/tree".len()..], &limits).unwrap(), uri);
     }
 
     #[test]

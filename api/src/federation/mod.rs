@@ -196,6 +196,7 @@ impl Federation {
     ) -> anyhow::Result<()> {
         let handler = crate::provision::build(&self.state, id, kind, config).await?;
         tree.mount(id, at.clone(), handler)?;
+        crate::provision::protect_config(tree, &at.join_name("config")).await?;
         self.provisioned.write().insert(id.to_owned(), (at.clone(), origin));
         Ok(())
     }
@@ -255,9 +256,15 @@ impl Federation {
             .await
             .map_err(|e| DmtError::invalid_data(collection, e.to_string()))?;
         tree.mount(&id, req.at.clone(), handler)?;
-        if let Err(e) = self.state.add_mount(&id, &json, chrono::Utc::now().timestamp_millis()).await {
+        let stored = match crate::provision::protect_config(tree, &req.at.join_name("config")).await {
+            Ok(()) => {
+                self.state.add_mount(&id, &json, chrono::Utc::now().timestamp_millis()).await.map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = stored {
             let _ = tree.unmount(&req.at);
-            return Err(DmtError::store(&req.at, e.to_string()));
+            return Err(DmtError::store(&req.at, e));
         }
         tracing::info!(id, at = %req.at, kind = ?req.kind(), "mounted a handler");
         self.provisioned.write().insert(id.clone(), (req.at, Origin::Api));

@@ -3,21 +3,35 @@
 //! state), cancel with `DELETE`. Each principal sees its own subscriptions
 //! (`admin` sees all).
 
-use std::sync::Weak;
+use std::sync::{OnceLock, Weak};
 
 use async_trait::async_trait;
-use dmtree_core::{DataHandler, DmtError, Meta, Node, OpContext, Result, Uri, entry_children, entry_node};
+use dmtree_core::{
+    ChangeSink, DataHandler, DmtError, EventDraft, EventKind, Meta, Node, OpContext, Principal, ReadRule, Result, Uri,
+    entry_children, entry_node,
+};
 use serde_json::Value as Json;
 
 use super::Push;
 
 pub struct SubscriptionsHandler {
     push: Weak<Push>,
+    sink: OnceLock<ChangeSink>,
 }
 
 impl SubscriptionsHandler {
     pub fn new(push: Weak<Push>) -> Self {
-        Self { push }
+        Self { push, sink: OnceLock::new() }
+    }
+
+    /// A subscription's creation or cancellation, for its owner's (and admin's) eyes only:
+    /// ids and owners are nobody else's business.
+    fn announce(&self, kind: EventKind, id: &str, owner: &Principal, by: &Principal) {
+        if let Some(sink) = self.sink.get() {
+            let draft =
+                EventDraft::new(kind, Uri::root().join_name(id)).principal(by.name()).read_rule(ReadRule::only(owner));
+            sink.emit_draft(draft);
+        }
     }
 
     fn push(&self, at: &Uri) -> Result<std::sync::Arc<Push>> {
@@ -53,14 +67,23 @@ impl DataHandler for SubscriptionsHandler {
         Ok(Meta::collection(path))
     }
 
+    fn reports_own_changes(&self) -> bool {
+        true
+    }
+
+    fn attach(&self, sink: ChangeSink) {
+        let _ = self.sink.set(sink);
+    }
+
     async fn create(&self, cx: OpContext<'_>, parent: &Uri, request: &Json) -> Result<Option<String>> {
         if !parent.is_root() {
             return Ok(None);
         }
         let push = self.push(parent)?;
         let spec = super::spec::parse(push.tree(), &at(parent), cx.principal, request, push.available())?;
-        let id = spec.id.clone();
+        let (id, owner) = (spec.id.clone(), Principal::named(&spec.owner));
         push.create(spec, &at(parent)).await?;
+        self.announce(EventKind::Added, &id, &owner, cx.principal);
         Ok(Some(id))
     }
 
@@ -68,6 +91,12 @@ impl DataHandler for SubscriptionsHandler {
         let Some(id) = path.name().filter(|_| path.depth() == 1) else {
             return Err(DmtError::not_allowed(&at(path), "only a whole subscription can be deleted"));
         };
-        self.push(path)?.cancel(id, cx.principal, &at(path)).await
+        let push = self.push(path)?;
+        let owner = push.visible(cx.principal, id).map(|s| Principal::named(&s.spec.owner));
+        push.cancel(id, cx.principal, &at(path)).await?;
+        if let Some(owner) = owner {
+            self.announce(EventKind::Deleted, id, &owner, cx.principal);
+        }
+        Ok(())
     }
 }

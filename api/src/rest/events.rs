@@ -34,6 +34,7 @@ struct Stream_ {
     attached: Option<Attached>,
     shutdown: tokio::sync::watch::Receiver<bool>,
     _subscribed: Subscribed,
+    _slot: crate::listener::StreamSlot,
 }
 
 /// Stream events as SSE: `id` is the revision, `event` the kind, `data` the event JSON.
@@ -62,6 +63,11 @@ pub async fn events(
     headers: HeaderMap,
 ) -> ApiResult<impl IntoResponse> {
     params.allow(&["uri", "since", "subscription"])?;
+    let limit = app.config.http.max_streams_per_principal;
+    let slot = app
+        .streams
+        .open(&principal, limit)
+        .ok_or_else(|| ApiError::TooManyStreams { principal: principal.to_string(), limit })?;
     let resume = match headers.get("last-event-id") {
         Some(v) => Some(
             v.to_str()
@@ -97,6 +103,7 @@ pub async fn events(
         attached,
         shutdown: app.shutdown.subscribe(),
         _subscribed: Subscribed(app.metrics.sse_subscribers.clone()),
+        _slot: slot,
     };
     let stream = futures::stream::unfold(stream, |mut s| async move {
         let next = s.next_event().await?;
