@@ -480,7 +480,9 @@ async fn a_broker_mounted_at_run_time_is_managed_then_unmounted() {
     assert_eq!(r.status, 400, "{:?}", r.body);
     let r = admin.put(&format!("{base}/config/queues/%2F/{q}"), json!({"value": {"durable": true}})).await;
     assert_eq!(r.status, 400, "the broker refuses an inequivalent redeclaration: {:?}", r.body);
-    assert_eq!(value(&http, &format!("{base}/config/queues/%2F/{q}")).await["durable"], json!(false));
+    assert_eq!(value(&admin, &format!("{base}/config/queues/%2F/{q}")).await["durable"], json!(false));
+    // Configurations may hold credentials: admin only.
+    assert_eq!(http.get(&format!("{base}/config/queues/%2F/{q}")).await.status, 401);
     let r = admin.put(&format!("{base}/config/queues/nosuchvhost/{q}"), json!({"value": {}})).await;
     assert_eq!(r.status / 100, 4, "{:?}", r.body);
 
