@@ -351,6 +351,8 @@ async fn overlapping_exclusive_sessions_wait_then_conflict() {
     let r = admin.put(&format!("/tree/config/other?session={id}"), json!({"value": 3})).await;
     assert_eq!((r.status, r.code()), (400, "outside_session"));
     let r = SERVER.as_alice().put(&format!("/tree/config/t_lock/sub/x?session={id}"), json!({"value": 4})).await;
+    assert_eq!(r.code(), "permission_denied", "alice may not write there, in any session");
+    let r = SERVER.as_alice().get(&format!("/tree/config/t_lock/sub/x?session={id}")).await;
     assert_eq!(r.code(), "session_not_found", "sessions belong to their principal");
     assert!(admin.get("/tree/sessions").await.body["children"].get(&id).is_some());
     assert_eq!(admin.delete(&format!("/sessions/{id}")).await.status, 204);

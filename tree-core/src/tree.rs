@@ -688,6 +688,10 @@ impl Tree {
         // Refused before any lock is taken: a caller without rights must not
         // wait on (and so learn of) someone else's session, nor hold a lock.
         self.may_attempt(caller.principal, &op)?;
+        // Mount points are fixed: no need to wait for a lock to refuse.
+        if let WriteOp::Delete(uri, _) | WriteOp::Rename(uri, _) = &op {
+            self.refuse_mounts_within(uri)?;
+        }
         let scope = op.scope();
         let Some(id) = caller.session else {
             let _lock = self.locks.acquire(&scope, true, self.config.lock_timeout).await?;
