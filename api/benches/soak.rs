@@ -7,7 +7,8 @@
 //!
 //! `cargo bench -p dmtree-api --bench soak` (see BENCHMARKS.md). Knobs:
 //! `SOAK_MINUTES` (30), `SOAK_CONNS` (16), `SOAK_SSE` (8 streams),
-//! `SOAK_AMQP` (4 subscriptions; 0 without RabbitMQ).
+//! `SOAK_AMQP` (4 subscriptions; 0 without RabbitMQ), `SOAK_RATE` (req/s;
+//! default half of the peak measured first).
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -62,7 +63,7 @@ async fn run() {
     }
     let consumed = Arc::new(AtomicU64::new(0));
     for i in 0..amqp {
-        let id = format!("soak{i}");
+        let id = common::unique(&format!("soak{i}-"));
         let r = admin
             .post(
                 "/tree/subscriptions",
@@ -74,8 +75,8 @@ async fn run() {
     }
 
     let peak = closed_loop(&addr, conns, Duration::from_secs(10)).await;
-    let rate = peak / 2.0;
-    println!("# soak: {minutes} min at {rate:.0} req/s (half of a measured peak of {peak:.0}), {conns} connections,");
+    let rate = common::env_or("SOAK_RATE", (peak / 2.0) as u64) as f64;
+    println!("# soak: {minutes} min at {rate:.0} req/s (closed-loop peak {peak:.0} req/s), {conns} connections,");
     println!("# 90 % GET / 10 % PUT over {LEAVES} leaves, {sse} SSE streams, {amqp} AMQP subscriptions\n");
     println!("| minute | req/s | p50 ms | p99 ms | errors | RSS MiB | SSE events | AMQP messages |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");

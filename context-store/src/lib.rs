@@ -1,4 +1,4 @@
-//! The ContextStore (seed 003's Data Storage and Preprocessing): the one place
+//! The ContextStore (docs/design.md, §5): the one place
 //! that keeps selected events, as ContextEvents, preprocessed for billing and
 //! SLA management.
 //!

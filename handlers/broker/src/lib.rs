@@ -1,4 +1,4 @@
-//! RabbitMQ broker management (thesis chapter 6) through the management
+//! RabbitMQ broker management (docs/design.md, §6) through the management
 //! HTTP API: observed state under `monitoring`, desired state under
 //! `config`, a reconciler between them, and per-link failure policies.
 

@@ -1,4 +1,4 @@
-//! Infrastructure monitoring (seed 003, Fig. 3): a data handler that polls a
+//! Infrastructure monitoring (docs/design.md, §6): a data handler that polls a
 //! supplier (the local host, a Prometheus exporter, a cloud's REST API),
 //! keeps the last snapshot, reports only the values that changed, and polls
 //! only while someone reads or subscribes.
