@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use dmtree_config_store::{SqliteState, TokenRecord};
 use dmtree_core::{ADMIN, Principal};
+use dmtree_state::{SqliteState, TokenRecord};
 use parking_lot::RwLock;
 use rand::RngCore;
 use sha2::{Digest, Sha256};

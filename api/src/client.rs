@@ -239,7 +239,7 @@ impl Client {
     /// With `subscription`, reads that `sse` subscription (the server keeps its position).
     pub async fn watch(&self, pattern: &str, since: Option<u64>, subscription: Option<&str>) -> anyhow::Result<()> {
         let mut last = since;
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = dmtree_core::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         loop {
             let query = match subscription {
                 Some(id) => [("subscription", id)],
@@ -251,17 +251,16 @@ impl Client {
             }
             match req.send().await {
                 Ok(resp) if resp.status().is_success() => {
-                    backoff = Duration::from_millis(200);
+                    backoff.reset();
                     self.consume(resp, &mut last).await;
                 }
                 Ok(resp) => {
                     let body: Json = resp.json().await.unwrap_or(Json::Null);
                     bail!("{}", body["error"]["message"].as_str().unwrap_or("the server refused the stream"));
                 }
-                Err(e) => eprintln!("watch: {e}; retrying in {} ms", backoff.as_millis()),
+                Err(e) => eprintln!("watch: {e}; retrying"),
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(10));
+            backoff.wait().await;
         }
     }
 

@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use dmtree_core::{Meta, TreeConfig, Uri, UriPattern};
-use dmtree_remote::{Credentials, RemoteSpec};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -23,10 +22,10 @@ pub struct ServerConfig {
     pub config_store: ConfigStoreConfig,
     pub auth: AuthConfig,
     /// Subscriptions and their transports (AMQP, XMPP).
-    pub push: crate::push::PushConfig,
+    pub push: dmtree_push::PushConfig,
     pub contextstore: ContextStoreConfig,
     /// Extra handlers to mount at start-up.
-    pub mounts: Vec<MountConfig>,
+    pub mounts: Vec<crate::federation::MountRequest>,
     pub infrastructure: InfrastructureConfig,
     pub federation: FederationConfig,
     /// Listener limits: connections, header, body and idle timeouts.
@@ -46,7 +45,7 @@ impl Default for ServerConfig {
             tree: TreeConfig::default(),
             config_store: ConfigStoreConfig::default(),
             auth: AuthConfig::default(),
-            push: crate::push::PushConfig::default(),
+            push: dmtree_push::PushConfig::default(),
             contextstore: ContextStoreConfig::default(),
             mounts: Vec::new(),
             infrastructure: InfrastructureConfig::default(),
@@ -176,22 +175,6 @@ pub struct TokenConfig {
     pub sha256: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MountConfig {
-    pub id: String,
-    pub at: Uri,
-    pub handler: HandlerKind,
-    /// For `remote`: the other tree (see `RemoteSpec`).
-    pub url: Option<String>,
-    pub remote_uri: Option<Uri>,
-    pub credentials: Option<Credentials>,
-    pub timeout_ms: Option<u64>,
-    pub cache_ms: Option<u64>,
-    /// For `infrastructure` and `broker`: the handler's configuration (its `config` subtree).
-    pub config: Option<serde_json::Value>,
-}
-
 #[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum HandlerKind {
@@ -217,41 +200,6 @@ pub struct InfrastructureConfig {
 impl Default for InfrastructureConfig {
     fn default() -> Self {
         Self { localhost: true, mount: Uri::from_key("infrastructure\0localhost") }
-    }
-}
-
-impl MountConfig {
-    /// The same mount as `POST /tree/mounts` would make it.
-    pub fn request(&self) -> crate::federation::MountRequest {
-        crate::federation::MountRequest {
-            id: Some(self.id.clone()),
-            at: self.at.clone(),
-            handler: Some(self.handler),
-            url: self.url.clone(),
-            remote_uri: self.remote_uri.clone(),
-            credentials: self.credentials.clone(),
-            timeout_ms: self.timeout_ms,
-            cache_ms: self.cache_ms,
-            config: self.config.clone(),
-        }
-    }
-
-    /// Checks the mount; the remote spec of a `remote` mount, `None` for other handlers.
-    pub fn remote(&self) -> Result<Option<RemoteSpec>, ConfigError> {
-        let bad = |reason: String| ConfigError::Mount { id: self.id.clone(), reason };
-        let req = self.request();
-        match self.handler {
-            HandlerKind::Memory if req.has_remote_fields() || req.config.is_some() => {
-                Err(bad("a memory mount takes only id, at and handler".into()))
-            }
-            HandlerKind::Memory => Ok(None),
-            HandlerKind::Infrastructure | HandlerKind::Broker => req.handler_config().map(|_| None).map_err(bad),
-            HandlerKind::Remote => {
-                let spec = req.spec().map_err(bad)?;
-                spec.validate().map_err(|e| bad(e.to_string()))?;
-                Ok(Some(spec))
-            }
-        }
     }
 }
 
@@ -354,7 +302,7 @@ impl ServerConfig {
             }
         }
         for m in &self.mounts {
-            m.remote()?;
+            m.checked().map_err(|reason| ConfigError::Mount { id: m.id().into(), reason })?;
         }
         if let Some(id) = &self.federation.instance
             && (id.is_empty() || id.contains(',') || !id.chars().all(|c| c.is_ascii_graphic()))
@@ -403,7 +351,7 @@ mod tests {
         assert_eq!(c.tree.lock_timeout.as_millis(), 250);
         assert_eq!(c.tree.uri_limits.max_segments, 10);
         assert_eq!(c.config_store.schema[0].meta.max, Some(100.0));
-        assert_eq!(c.mounts[0].handler, HandlerKind::Memory);
+        assert_eq!(c.mounts[0].kind(), HandlerKind::Memory);
         c.check().unwrap();
     }
 
@@ -422,7 +370,7 @@ mod tests {
         "#;
         let c: ServerConfig = toml::from_str(text).unwrap();
         c.check().unwrap();
-        let spec = c.mounts[0].remote().unwrap().unwrap();
+        let spec = c.mounts[0].checked().unwrap().unwrap();
         assert_eq!((spec.url.as_str(), spec.token(), spec.timeout_ms), ("http://127.0.0.1:7879", Some("t"), 3000));
         let broken = text.replace("http://127.0.0.1:7879", "127.0.0.1:7879");
         assert!(toml::from_str::<ServerConfig>(&broken).unwrap().check().is_err());
@@ -435,7 +383,7 @@ mod tests {
         let broker = "[[mounts]]\nid = \"r\"\nat = \"./brokers/r\"\nhandler = \"broker\"\nconfig = { url = \"http://127.0.0.1:15672\", interval_ms = 1000 }\n";
         let c: ServerConfig = toml::from_str(broker).unwrap();
         c.check().unwrap();
-        assert_eq!(c.mounts[0].request().handler_config().unwrap()["interval_ms"], 1000);
+        assert_eq!(c.mounts[0].handler_config().unwrap()["interval_ms"], 1000);
         for bad in [
             broker.replace("http://127.0.0.1:15672", "nope"),
             broker.replace("interval_ms = 1000", "colour = 1"),

@@ -11,7 +11,18 @@ use dmtree_context_store::propagate::XMPP_KEY;
 use serde_json::Value as Json;
 use tokio::sync::mpsc;
 
-use crate::push::xmpp::XmppLink;
+use dmtree_push::xmpp::XmppLink;
+
+/// The ContextStore's XMPP propagation rides on the push transport's session.
+pub struct Relay(pub Arc<XmppLink>);
+
+#[async_trait::async_trait]
+impl dmtree_context_store::propagate::Relay for Relay {
+    async fn send(&self, to: &str, body: String) -> Result<(), String> {
+        let to: jid::Jid = to.parse().map_err(|e| format!("invalid jid {to:?}: {e}"))?;
+        self.0.deliver(to, body).await
+    }
+}
 
 pub fn receive(link: &XmppLink, store: Arc<ContextStore>, senders: Vec<String>) {
     let (tx, mut rx) = mpsc::channel(256);
@@ -34,14 +45,13 @@ pub fn receive(link: &XmppLink, store: Arc<ContextStore>, senders: Vec<String>) 
 
 /// Retries while the database is down: the message is already acknowledged.
 async fn ingest(store: &ContextStore, from: &str, events: Vec<dmtree_context_store::ContextEvent>) {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = dmtree_core::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     loop {
         match store.ingest(events.clone()).await {
             Ok(_) => return,
             Err(e) => {
                 tracing::warn!(%from, error = %e, "cannot store propagated events yet; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+                backoff.wait().await;
             }
         }
     }

@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use dmtree_core::{DmtError, UriError};
+use dmtree_core::{DmtError, ErrorCode, UriError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -32,7 +32,7 @@ pub enum ApiError {
 
 impl From<UriError> for ApiError {
     fn from(e: UriError) -> Self {
-        ApiError::Tree(DmtError::InvalidUri(e))
+        ApiError::Tree(DmtError::from(e))
     }
 }
 
@@ -51,17 +51,17 @@ pub struct ErrorDetail {
 }
 
 impl ApiError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
             ApiError::Tree(e) => e.code(),
-            ApiError::InvalidToken => "invalid_token",
-            ApiError::InvalidJson(_) => "invalid_json",
-            ApiError::BodyTooLarge { .. } => "body_too_large",
-            ApiError::InvalidParameter { .. } => "invalid_parameter",
-            ApiError::RouteNotFound => "route_not_found",
-            ApiError::MethodNotAllowed => "method_not_allowed",
-            ApiError::TooManyStreams { .. } => "too_many_streams",
-            ApiError::Internal(_) => "internal_error",
+            ApiError::InvalidToken => ErrorCode::InvalidToken,
+            ApiError::InvalidJson(_) => ErrorCode::InvalidJson,
+            ApiError::BodyTooLarge { .. } => ErrorCode::BodyTooLarge,
+            ApiError::InvalidParameter { .. } => ErrorCode::InvalidParameter,
+            ApiError::RouteNotFound => ErrorCode::RouteNotFound,
+            ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            ApiError::TooManyStreams { .. } => ErrorCode::TooManyStreams,
+            ApiError::Internal(_) => ErrorCode::InternalError,
         }
     }
 
@@ -74,40 +74,58 @@ impl ApiError {
     }
 }
 
-/// The one status for each code.
-pub fn status_of(code: &str) -> StatusCode {
+/// The one status for each code (exhaustive: a new code needs a status here).
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    use ErrorCode as C;
     match code {
-        "node_not_found" | "session_not_found" | "route_not_found" => StatusCode::NOT_FOUND,
-        "node_already_exists" | "concurrent_access" | "transaction_error" | "loop_detected" => StatusCode::CONFLICT,
-        "permission_denied" => StatusCode::FORBIDDEN,
-        "authentication_required" | "invalid_token" => StatusCode::UNAUTHORIZED,
-        // Asking a handler for what it cannot do is the caller's mistake, not a server fault.
-        "metadata_mismatch" | "feature_not_supported" => StatusCode::UNPROCESSABLE_ENTITY,
-        "command_not_allowed" | "method_not_allowed" => StatusCode::METHOD_NOT_ALLOWED,
-        "invalid_uri" | "invalid_data" | "invalid_json" | "invalid_parameter" | "outside_session" => {
+        C::InvalidUri | C::InvalidData | C::InvalidJson | C::InvalidParameter | C::OutsideSession => {
             StatusCode::BAD_REQUEST
         }
-        "uri_too_long" => StatusCode::URI_TOO_LONG,
-        "too_many_streams" => StatusCode::TOO_MANY_REQUESTS,
-        "precondition_failed" => StatusCode::PRECONDITION_FAILED,
-        "limit_exceeded" | "body_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
-        "remote_error" => StatusCode::BAD_GATEWAY,
-        "data_store_failure" => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+        C::AuthenticationRequired | C::InvalidToken => StatusCode::UNAUTHORIZED,
+        C::PermissionDenied => StatusCode::FORBIDDEN,
+        C::NodeNotFound | C::SessionNotFound | C::RouteNotFound => StatusCode::NOT_FOUND,
+        C::CommandNotAllowed | C::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        C::NodeAlreadyExists | C::ConcurrentAccess | C::TransactionError | C::LoopDetected => StatusCode::CONFLICT,
+        C::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+        C::LimitExceeded | C::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        C::UriTooLong => StatusCode::URI_TOO_LONG,
+        // Asking a handler for what it cannot do is the caller's mistake, not a server fault.
+        C::MetadataMismatch | C::FeatureNotSupported => StatusCode::UNPROCESSABLE_ENTITY,
+        C::TooManyStreams => StatusCode::TOO_MANY_REQUESTS,
+        C::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+        C::RemoteError => StatusCode::BAD_GATEWAY,
+        C::DataStoreFailure => StatusCode::SERVICE_UNAVAILABLE,
     }
+}
+
+/// The README's list of codes, grouped by status in ascending order: generated
+/// here, so the documentation cannot miss a code (a test compares them).
+pub fn code_table() -> String {
+    let mut by_status: std::collections::BTreeMap<u16, Vec<&str>> = std::collections::BTreeMap::new();
+    for code in ErrorCode::ALL {
+        by_status.entry(status_of(*code).as_u16()).or_default().push(code.as_str());
+    }
+    let groups: Vec<String> = by_status
+        .iter()
+        .map(|(status, codes)| {
+            let names: Vec<String> = codes.iter().map(|c| format!("`{c}`")).collect();
+            format!("{} ({status})", names.join(", "))
+        })
+        .collect();
+    groups.join(";\n") + "."
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         if status.is_server_error() {
-            tracing::error!(code = self.code(), error = %self, "request failed");
+            tracing::error!(code = %self.code(), error = %self, "request failed");
         }
         let uri = match &self {
             ApiError::Tree(e) => e.uri().to_owned(),
             _ => String::new(),
         };
-        let body = ErrorBody { error: ErrorDetail { code: self.code(), uri, message: self.to_string() } };
+        let body = ErrorBody { error: ErrorDetail { code: self.code().as_str(), uri, message: self.to_string() } };
         let mut resp = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"dmtree\""));
@@ -117,3 +135,16 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README lists every code with its status, as generated here.
+    #[test]
+    fn the_readme_lists_every_code() {
+        let readme = include_str!("../../README.md").replace('\n', " ");
+        let table = code_table().replace('\n', " ");
+        assert!(readme.contains(&table), "README.md's error list should read:\n{}", code_table());
+    }
+}

@@ -6,7 +6,7 @@ use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use bytes::Bytes;
-use dmtree_core::{Precondition, Principal, Uri, Versions};
+use dmtree_core::{Caller, Precondition, Principal, Uri, Versions};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -29,6 +29,43 @@ impl FromRequestParts<AppState> for Auth {
             .map(str::trim)
             .ok_or(ApiError::InvalidToken)?;
         state.tokens.principal(token).map(Auth).ok_or(ApiError::InvalidToken)
+    }
+}
+
+/// What every `/tree/…` and `/exec/…` handler starts from: who calls, which
+/// node, in which session, with which query parameters and preconditions.
+pub struct NodeRequest {
+    pub principal: Principal,
+    pub uri: Uri,
+    pub session: Option<String>,
+    pub params: Params,
+    pub precondition: Precondition,
+}
+
+impl NodeRequest {
+    /// Refuses query parameters other than `session` and these.
+    pub fn allow(&self, extra: &[&'static str]) -> Result<(), ApiError> {
+        let mut known = vec!["session"];
+        known.extend_from_slice(extra);
+        self.params.allow(&known).map(drop)
+    }
+
+    pub fn caller(&self) -> Caller<'_> {
+        Caller::new(&self.principal).in_session(self.session.as_deref())
+    }
+}
+
+impl FromRequestParts<AppState> for NodeRequest {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Auth(principal) = Auth::from_request_parts(parts, state).await?;
+        let params = Params::from_request_parts(parts, state).await?;
+        let path = parts.uri.path();
+        let prefix = if path.starts_with("/exec") { "/exec" } else { "/tree" };
+        let uri = tree_uri(path, prefix, state)?;
+        let session = session_id(&params, &parts.headers).map(str::to_owned);
+        Ok(NodeRequest { principal, uri, session, precondition: precondition(&parts.headers), params })
     }
 }
 
@@ -105,7 +142,6 @@ impl Params {
 
 /// The request headers a read looks at, without cloning the whole header map.
 pub struct ReadHeaders {
-    pub session: Option<String>,
     pub if_none_match: Option<http::HeaderValue>,
 }
 
@@ -113,8 +149,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ReadHeaders {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let session = parts.headers.get("dmtree-session").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        Ok(ReadHeaders { session, if_none_match: parts.headers.get(header::IF_NONE_MATCH).cloned() })
+        Ok(ReadHeaders { if_none_match: parts.headers.get(header::IF_NONE_MATCH).cloned() })
     }
 }
 

@@ -14,7 +14,6 @@ pub mod listener;
 pub mod metrics;
 pub mod openapi;
 pub mod provision;
-pub mod push;
 pub mod rest;
 pub mod server;
 pub mod state;

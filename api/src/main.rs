@@ -206,41 +206,57 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Watch { pattern, since, subscription } => {
             client()?.watch(pattern, *since, subscription.as_deref()).await
         }
-        Command::Subscribe { pattern, transport, queue, jid, kinds, sample_ms, since, id } => {
-            let mut request = serde_json::json!({ "pattern": pattern, "transport": transport });
-            let optional = [
-                ("queue", queue.as_ref().map(|v| serde_json::json!(v))),
-                ("jid", jid.as_ref().map(|v| serde_json::json!(v))),
-                ("kinds", (!kinds.is_empty()).then(|| serde_json::json!(kinds))),
-                ("sample_ms", sample_ms.map(|v| serde_json::json!(v))),
-                ("since", since.map(|v| serde_json::json!(v))),
-                ("id", id.as_ref().map(|v| serde_json::json!(v))),
-            ];
-            for (key, value) in optional {
-                if let Some(v) = value {
-                    request[key] = v;
-                }
-            }
-            client()?.subscribe(request).await
-        }
+        Command::Subscribe { .. } => client()?.subscribe(serde_json::to_value(subscription(&cli.command))?).await,
         Command::Unsubscribe { id } => client()?.rm(&parse_uri(&format!("./subscriptions/{id}"))?).await,
-        Command::Mount { at, url, remote_uri, id, remote_token, timeout_ms, cache_ms } => {
-            let mut request = serde_json::json!({ "at": parse_uri(at)?.to_string(), "url": url, "remote_uri": parse_uri(remote_uri)?.to_string() });
-            let optional = [
-                ("id", id.as_ref().map(|v| serde_json::json!(v))),
-                ("credentials", remote_token.as_ref().map(|t| serde_json::json!({ "token": t }))),
-                ("timeout_ms", timeout_ms.map(|v| serde_json::json!(v))),
-                ("cache_ms", cache_ms.map(|v| serde_json::json!(v))),
-            ];
-            for (key, value) in optional {
-                if let Some(v) = value {
-                    request[key] = v;
-                }
-            }
-            client()?.mount(request).await
-        }
+        Command::Mount { .. } => client()?.mount(serde_json::to_value(mount(&cli.command)?)?).await,
         Command::Unmount { mount } => client()?.unmount(mount).await,
-        Command::Context(ContextCommand::Record { kind, from, to, sender, out, mount }) => {
+        Command::Context(command) => context(command, &client()?).await,
+        Command::Token(command) => token(command, client).await,
+        Command::Openapi => {
+            print!("{}", openapi::yaml());
+            Ok(())
+        }
+    }
+}
+
+/// `dmtree subscribe`: the very request type the server parses.
+fn subscription(command: &Command) -> dmtree_push::spec::Request {
+    let Command::Subscribe { pattern, transport, queue, jid, kinds, sample_ms, since, id } = command else {
+        return dmtree_push::spec::Request::default();
+    };
+    dmtree_push::spec::Request {
+        id: id.clone(),
+        pattern: pattern.clone(),
+        kinds: kinds.clone(),
+        sample_ms: *sample_ms,
+        since: *since,
+        transport: transport.clone(),
+        queue: queue.clone(),
+        jid: jid.clone(),
+    }
+}
+
+/// `dmtree mount`: the very request type the server parses.
+fn mount(command: &Command) -> anyhow::Result<dmtree_api::federation::MountRequest> {
+    let Command::Mount { at, url, remote_uri, id, remote_token, timeout_ms, cache_ms } = command else {
+        anyhow::bail!("not a mount command");
+    };
+    Ok(dmtree_api::federation::MountRequest {
+        id: id.clone(),
+        at: parse_uri(at)?,
+        handler: None,
+        url: Some(url.clone()),
+        remote_uri: Some(parse_uri(remote_uri)?),
+        credentials: remote_token.clone().map(|token| dmtree_remote::Credentials { token }),
+        timeout_ms: *timeout_ms,
+        cache_ms: *cache_ms,
+        config: None,
+    })
+}
+
+async fn context(command: &ContextCommand, client: &Client) -> anyhow::Result<()> {
+    match command {
+        ContextCommand::Record { kind, from, to, sender, out, mount } => {
             let mut query = serde_json::json!({ "type": kind, "limit": 1000 });
             for (key, value) in [("from", from), ("to", to), ("sender", sender)] {
                 if let Some(v) = value {
@@ -251,37 +267,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path)?)),
                 None => Box::new(std::io::stdout().lock()),
             };
-            let n = context_cli::record(&client()?, &parse_uri(mount)?, query, &mut sink).await?;
+            let n = context_cli::record(client, &parse_uri(mount)?, query, &mut sink).await?;
             sink.flush()?;
             eprintln!("recorded {n} events");
-            Ok(())
         }
-        Command::Context(ContextCommand::Play { file, into, pace, speed, mount }) => {
-            let n = context_cli::play(&client()?, &parse_uri(mount)?, file, *into, *pace, *speed).await?;
+        ContextCommand::Play { file, into, pace, speed, mount } => {
+            let n = context_cli::play(client, &parse_uri(mount)?, file, *into, *pace, *speed).await?;
             eprintln!("played {n} events");
-            Ok(())
         }
-        Command::Token(TokenCommand::New { principal }) => {
+    }
+    Ok(())
+}
+
+async fn token(command: &TokenCommand, client: impl Fn() -> anyhow::Result<Client>) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::New { principal } => {
             let token = auth::generate_token();
             println!("token:  {token}");
             println!(
                 "config: [[auth.tokens]]\n        principal = \"{principal}\"\n        sha256 = \"{}\"",
                 auth::hash_token(&token)
             );
-            Ok(())
         }
-        Command::Token(TokenCommand::Revoke { token_or_id }) => {
-            client()?.rm(&parse_uri(&format!("./system/tokens/{}", auth::token_ref(token_or_id)))?).await
+        TokenCommand::Revoke { token_or_id } => {
+            client()?.rm(&parse_uri(&format!("./system/tokens/{}", auth::token_ref(token_or_id)))?).await?;
         }
-        Command::Token(TokenCommand::Hash { token }) => {
-            println!("{}", auth::hash_token(token));
-            Ok(())
-        }
-        Command::Openapi => {
-            print!("{}", openapi::yaml());
-            Ok(())
-        }
+        TokenCommand::Hash { token } => println!("{}", auth::hash_token(token)),
     }
+    Ok(())
 }
 
 fn init_tracing(filter: &str, format: LogFormat) -> anyhow::Result<()> {

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use dmtree_broker::{BrokerHandler, BrokerSpec};
-use dmtree_config_store::SqliteState;
 use dmtree_core::{ConfigSaver, DataHandler, DmtError, Uri};
 use dmtree_infrastructure::{InfraHandler, InfraSpec};
+use dmtree_state::SqliteState;
 use serde_json::Value as Json;
 
 use crate::config::HandlerKind;

@@ -5,19 +5,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use dmtree_config_store::{ConfigStore, SchemaRule, SqliteState};
 use dmtree_context_store::{ContextStore, ContextStoreHandler};
 use dmtree_core::{Acl, MemoryHandler, Tree, Uri};
+use dmtree_state::{ConfigStore, SchemaRule, SqliteState};
 
 use crate::auth;
 use crate::config::{HandlerKind, ServerConfig};
 use crate::federation::Federation;
 use crate::metrics::Metrics;
-use crate::push::Push;
-use crate::push::handler::SubscriptionsHandler;
 use crate::rest;
 use crate::state::{App, AppState};
 use crate::system;
+use dmtree_push::Push;
+use dmtree_push::handler::SubscriptionsHandler;
 
 pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let tls = config.tls.acceptor()?;
@@ -54,8 +54,8 @@ pub async fn build(config: ServerConfig) -> anyhow::Result<AppState> {
     tree.mount("config", mount.clone(), Arc::new(ConfigStore::open(state.clone(), schema).await?))?;
     for m in &config.mounts {
         // Remote mounts are the federation's.
-        if m.handler == HandlerKind::Memory {
-            tree.mount(&m.id, m.at.clone(), Arc::new(MemoryHandler::default()))?;
+        if m.kind() == HandlerKind::Memory {
+            tree.mount(m.id(), m.at.clone(), Arc::new(MemoryHandler::default()))?;
         }
     }
     let federation = Federation::start(&tree, state.clone(), &config).await?;
@@ -78,7 +78,7 @@ pub async fn build(config: ServerConfig) -> anyhow::Result<AppState> {
             .unwrap_or_else(|| format!("sqlite://{}", config.data_dir.join("contextstore.db").display()));
         let store = ContextStore::start(&url, &tree, cs.settings(), cs.initial()?).await?;
         if let Some(link) = push.xmpp() {
-            store.use_relay(link.clone());
+            store.use_relay(Arc::new(crate::context_xmpp::Relay(link.clone())));
             if !cs.xmpp_senders.is_empty() {
                 crate::context_xmpp::receive(&link, store.clone(), cs.xmpp_senders.clone());
             }

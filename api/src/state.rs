@@ -14,7 +14,7 @@ pub struct App {
     pub tokens: Arc<Tokens>,
     pub metrics: Arc<Metrics>,
     pub config: ServerConfig,
-    pub push: Arc<crate::push::Push>,
+    pub push: Arc<dmtree_push::Push>,
     pub federation: Arc<crate::federation::Federation>,
     /// Flips to `true` when the server shuts down; long-lived streams end.
     pub shutdown: tokio::sync::watch::Sender<bool>,

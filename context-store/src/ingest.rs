@@ -39,15 +39,15 @@ const CHUNK: usize = 500;
 pub(crate) async fn writer(store: Arc<ContextStore>, mut rx: mpsc::Receiver<Job>) {
     let mut jobs = Vec::new();
     while rx.recv_many(&mut jobs, 256).await > 0 {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = dmtree_core::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let reports = loop {
             match write(&store, &jobs).await {
                 Ok(reports) => break reports,
                 Err(e) => {
                     store.stats().set_db_state(&format!("unavailable: {e}"));
-                    tracing::warn!(error = %e, retry_ms = backoff.as_millis() as u64, "context store write failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %e, retry_ms = delay.as_millis() as u64, "context store write failed; retrying");
+                    tokio::time::sleep(delay).await;
                 }
             }
         };

@@ -83,10 +83,14 @@ pub async fn run(
         }
         match handler {
             Handler::Aggregate { keys, value, window_s, lateness_s, .. } => {
-                aggregate(conn, name, keys, value, *window_s, *lateness_s, &mine, &mut outcome).await?
+                let window = (*window_s * 1000) as i64;
+                let rule = Windows { name, keys, value, window, lateness: (*lateness_s * 1000) as i64 };
+                rule.run(conn, &mine, &mut outcome).await?
             }
             Handler::Threshold { keys, value, op, threshold, duration_s, .. } => {
-                threshold_rule(conn, name, keys, value, *op, *threshold, *duration_s, &mine, &mut outcome).await?
+                let duration = (*duration_s * 1000) as i64;
+                let rule = Breaches { name, keys, value, op: *op, threshold: *threshold, duration };
+                rule.run(conn, &mine, &mut outcome).await?
             }
             Handler::Filter { fields, output, .. } => filter(name, fields, output, &mine, &mut outcome),
         }
@@ -141,37 +145,61 @@ impl Acc {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn aggregate(
-    conn: &mut AnyConnection,
-    name: &str,
-    keys: &[String],
-    value: &str,
-    window_s: u64,
-    lateness_s: u64,
-    events: &[&ContextEvent],
-    outcome: &mut Outcome,
-) -> sqlx::Result<()> {
-    let mut state: AggregateState = load_state(conn, name).await?;
-    let (window, lateness) = ((window_s * 1000) as i64, (lateness_s * 1000) as i64);
-    // Pre-aggregate the batch: one upsert per (key, window), not per event.
-    let mut groups: BTreeMap<(String, i64), Acc> = BTreeMap::new();
-    for e in events {
-        let (Some(v), Some(key)) = (e.payload.get(value).and_then(Json::as_f64), key_of(e, keys)) else {
-            outcome.skipped += 1;
-            continue;
-        };
-        let ts = e.timestamp.timestamp_millis();
-        let start = ts.div_euclid(window) * window;
-        // Late: its window (plus lateness) ended before the latest event seen so far, in arrival order.
-        if start < state.closed_before || start + window + lateness <= state.watermark_ms {
-            outcome.late += 1;
-            continue;
+/// An aggregate handler: count, sum, min and max per key per tumbling window.
+struct Windows<'a> {
+    name: &'a str,
+    keys: &'a [String],
+    value: &'a str,
+    /// Window length and allowed lateness, in ms.
+    window: i64,
+    lateness: i64,
+}
+
+impl Windows<'_> {
+    async fn run(&self, conn: &mut AnyConnection, events: &[&ContextEvent], outcome: &mut Outcome) -> sqlx::Result<()> {
+        let mut state: AggregateState = load_state(conn, self.name).await?;
+        let groups = self.group(&mut state, events, outcome);
+        for ((key, start), acc) in &groups {
+            self.upsert(conn, key, *start, acc).await?;
         }
-        groups.entry((key, start)).and_modify(|a| a.add(v)).or_insert_with(|| Acc::new(v));
-        state.watermark_ms = state.watermark_ms.max(ts);
+        // A window closes once the watermark reaches its end plus the allowed
+        // lateness: `close_before` is the first window start still open.
+        let close_before =
+            (state.watermark_ms - self.lateness - self.window).div_euclid(self.window) * self.window + self.window;
+        if close_before > state.closed_before {
+            self.announce_closed(conn, state.closed_before, close_before, outcome).await?;
+            state.closed_before = close_before;
+        }
+        save_state(conn, self.name, &state).await
     }
-    for ((key, start), acc) in &groups {
+
+    /// Pre-aggregates the batch: one upsert per (key, window), not per event.
+    fn group(
+        &self,
+        state: &mut AggregateState,
+        events: &[&ContextEvent],
+        outcome: &mut Outcome,
+    ) -> BTreeMap<(String, i64), Acc> {
+        let mut groups: BTreeMap<(String, i64), Acc> = BTreeMap::new();
+        for e in events {
+            let (Some(v), Some(key)) = (e.payload.get(self.value).and_then(Json::as_f64), key_of(e, self.keys)) else {
+                outcome.skipped += 1;
+                continue;
+            };
+            let ts = e.timestamp.timestamp_millis();
+            let start = ts.div_euclid(self.window) * self.window;
+            // Late: its window (plus lateness) ended before the latest event seen so far, in arrival order.
+            if start < state.closed_before || start + self.window + self.lateness <= state.watermark_ms {
+                outcome.late += 1;
+                continue;
+            }
+            groups.entry((key, start)).and_modify(|a| a.add(v)).or_insert_with(|| Acc::new(v));
+            state.watermark_ms = state.watermark_ms.max(ts);
+        }
+        groups
+    }
+
+    async fn upsert(&self, conn: &mut AnyConnection, key: &str, start: i64, acc: &Acc) -> sqlx::Result<()> {
         sqlx::query(
             "INSERT INTO cs_aggregates (handler, key, window_start, count, sum, min, max) VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (handler, key, window_start) DO UPDATE SET \
@@ -179,27 +207,33 @@ async fn aggregate(
              min = CASE WHEN excluded.min < cs_aggregates.min THEN excluded.min ELSE cs_aggregates.min END, \
              max = CASE WHEN excluded.max > cs_aggregates.max THEN excluded.max ELSE cs_aggregates.max END",
         )
-        .bind(name)
+        .bind(self.name)
         .bind(key)
-        .bind(*start)
+        .bind(start)
         .bind(acc.count)
         .bind(acc.sum)
         .bind(acc.min)
         .bind(acc.max)
         .execute(&mut *conn)
-        .await?;
+        .await
+        .map(drop)
     }
-    // A window closes once the watermark reaches its end plus the allowed lateness:
-    // `close_before` is the first window start still open.
-    let close_before = (state.watermark_ms - lateness - window).div_euclid(window) * window + window;
-    if close_before > state.closed_before {
+
+    /// A `<name>.window` event with the totals of each window that closed.
+    async fn announce_closed(
+        &self,
+        conn: &mut AnyConnection,
+        from: i64,
+        to: i64,
+        outcome: &mut Outcome,
+    ) -> sqlx::Result<()> {
         let rows = sqlx::query(
             "SELECT key, window_start, count, sum, min, max FROM cs_aggregates \
              WHERE handler = $1 AND window_start >= $2 AND window_start < $3 ORDER BY window_start, key",
         )
-        .bind(name)
-        .bind(state.closed_before)
-        .bind(close_before)
+        .bind(self.name)
+        .bind(from)
+        .bind(to)
         .fetch_all(&mut *conn)
         .await?;
         for r in rows {
@@ -207,10 +241,10 @@ async fn aggregate(
                 (r.get::<String, _>("key"), r.get::<i64, _>("window_start"), r.get::<i64, _>("count"));
             let sum: f64 = r.get("sum");
             let mut payload = Map::new();
-            payload.insert("key".into(), key_json(keys, &key));
+            payload.insert("key".into(), key_json(self.keys, &key));
             for (k, v) in [
                 ("window_start", json!(start)),
-                ("window_end", json!(start + window)),
+                ("window_end", json!(start + self.window)),
                 ("count", json!(count)),
                 ("sum", json!(sum)),
                 ("avg", json!(sum / count as f64)),
@@ -220,16 +254,15 @@ async fn aggregate(
                 payload.insert(k.into(), v);
             }
             outcome.derived.push(ContextEvent {
-                id: derived_id(name, &format!("{key}@{start}")),
-                timestamp: chrono::DateTime::from_timestamp_millis(start + window).unwrap_or_default(),
-                sender: format!("contextstore:{name}"),
-                kind: format!("{name}.window"),
+                id: derived_id(self.name, &format!("{key}@{start}")),
+                timestamp: chrono::DateTime::from_timestamp_millis(start + self.window).unwrap_or_default(),
+                sender: format!("contextstore:{}", self.name),
+                kind: format!("{}.window", self.name),
                 payload: Json::Object(payload),
             });
         }
-        state.closed_before = close_before;
+        Ok(())
     }
-    save_state(conn, name, &state).await
 }
 
 #[derive(Clone, Copy)]
@@ -239,88 +272,104 @@ struct Sla {
     last_value: Option<f64>,
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn threshold_rule(
-    conn: &mut AnyConnection,
-    name: &str,
-    keys: &[String],
-    value: &str,
+/// A threshold handler: a violation once `value op threshold` has held for
+/// `duration` ms, a recovery when it stops; state per key.
+struct Breaches<'a> {
+    name: &'a str,
+    keys: &'a [String],
+    value: &'a str,
     op: Op,
     threshold: f64,
-    duration_s: u64,
-    events: &[&ContextEvent],
-    outcome: &mut Outcome,
-) -> sqlx::Result<()> {
-    let rows = sqlx::query("SELECT key, breach_since, violating, last_value FROM cs_sla WHERE handler = $1")
-        .bind(name)
-        .fetch_all(&mut *conn)
-        .await?;
-    let mut states: HashMap<String, Sla> = rows
-        .iter()
-        .map(|r| {
-            let sla = Sla {
-                breach_since: r.get("breach_since"),
-                violating: r.get::<i64, _>("violating") != 0,
-                last_value: r.get("last_value"),
+    duration: i64,
+}
+
+impl Breaches<'_> {
+    async fn run(&self, conn: &mut AnyConnection, events: &[&ContextEvent], outcome: &mut Outcome) -> sqlx::Result<()> {
+        let mut states = self.load(conn).await?;
+        let mut ordered: Vec<&&ContextEvent> = events.iter().collect();
+        ordered.sort_by_key(|e| e.timestamp);
+        let mut changed = Vec::new();
+        for e in ordered {
+            let (Some(v), Some(key)) = (e.payload.get(self.value).and_then(Json::as_f64), key_of(e, self.keys)) else {
+                outcome.skipped += 1;
+                continue;
             };
-            (r.get::<String, _>("key"), sla)
-        })
-        .collect();
-    let mut ordered: Vec<&&ContextEvent> = events.iter().collect();
-    ordered.sort_by_key(|e| e.timestamp);
-    let mut changed = Vec::new();
-    let duration = (duration_s * 1000) as i64;
-    for e in ordered {
-        let (Some(v), Some(key)) = (e.payload.get(value).and_then(Json::as_f64), key_of(e, keys)) else {
-            outcome.skipped += 1;
-            continue;
-        };
+            let sla =
+                states.entry(key.clone()).or_insert(Sla { breach_since: None, violating: false, last_value: None });
+            self.step(sla, &key, e, v, outcome);
+            changed.push(key);
+        }
+        changed.sort();
+        changed.dedup();
+        for key in changed {
+            self.save(conn, &key, states[&key]).await?;
+        }
+        Ok(())
+    }
+
+    /// One value for one key: starts, confirms or ends a breach.
+    fn step(&self, sla: &mut Sla, key: &str, e: &ContextEvent, v: f64, outcome: &mut Outcome) {
         let ts = e.timestamp.timestamp_millis();
-        let sla = states.entry(key.clone()).or_insert(Sla { breach_since: None, violating: false, last_value: None });
         // One violation and one recovery per breach, named by the breach's start.
         let emit = |kind: &str, since: i64, payload: Json| ContextEvent {
-            id: derived_id(name, &format!("{key}@{since}:{kind}")),
+            id: derived_id(self.name, &format!("{key}@{since}:{kind}")),
             timestamp: e.timestamp,
-            sender: format!("contextstore:{name}"),
-            kind: format!("{name}.{kind}"),
+            sender: format!("contextstore:{}", self.name),
+            kind: format!("{}.{kind}", self.name),
             payload,
         };
-        if op.holds(v, threshold) {
+        if self.op.holds(v, self.threshold) {
             let since = *sla.breach_since.get_or_insert(ts);
-            if !sla.violating && ts - since >= duration {
-                let payload = json!({ "key": key_json(keys, &key), "since": since, "at": ts, "value": v, "threshold": threshold });
+            if !sla.violating && ts - since >= self.duration {
+                let key = key_json(self.keys, key);
+                let payload = json!({ "key": key, "since": since, "at": ts, "value": v, "threshold": self.threshold });
                 outcome.derived.push(emit("violation", since, payload));
                 sla.violating = true;
             }
         } else {
             if let (true, Some(since)) = (sla.violating, sla.breach_since) {
-                let payload = json!({ "key": key_json(keys, &key), "since": since, "until": ts, "value": v });
+                let payload = json!({ "key": key_json(self.keys, key), "since": since, "until": ts, "value": v });
                 outcome.derived.push(emit("recovery", since, payload));
             }
             sla.breach_since = None;
             sla.violating = false;
         }
         sla.last_value = Some(v);
-        changed.push(key);
     }
-    changed.sort();
-    changed.dedup();
-    for key in changed {
-        let sla = states[&key];
+
+    async fn load(&self, conn: &mut AnyConnection) -> sqlx::Result<HashMap<String, Sla>> {
+        let rows = sqlx::query("SELECT key, breach_since, violating, last_value FROM cs_sla WHERE handler = $1")
+            .bind(self.name)
+            .fetch_all(&mut *conn)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let sla = Sla {
+                    breach_since: r.get("breach_since"),
+                    violating: r.get::<i64, _>("violating") != 0,
+                    last_value: r.get("last_value"),
+                };
+                (r.get::<String, _>("key"), sla)
+            })
+            .collect())
+    }
+
+    async fn save(&self, conn: &mut AnyConnection, key: &str, sla: Sla) -> sqlx::Result<()> {
         sqlx::query(
             "INSERT INTO cs_sla (handler, key, breach_since, violating, last_value) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (handler, key) DO UPDATE SET breach_since = excluded.breach_since, \
              violating = excluded.violating, last_value = excluded.last_value",
         )
-        .bind(name)
-        .bind(&key)
+        .bind(self.name)
+        .bind(key)
         .bind(sla.breach_since)
         .bind(sla.violating as i64)
         .bind(sla.last_value)
         .execute(&mut *conn)
-        .await?;
+        .await
+        .map(drop)
     }
-    Ok(())
 }
 
 fn filter(name: &str, fields: &[String], output: &str, events: &[&ContextEvent], outcome: &mut Outcome) {

@@ -82,24 +82,23 @@ pub(crate) async fn run(store: Arc<ContextStore>, name: String, target: Propagat
         Ok(r) => r,
         Err(e) => return store.stats().forwarder(&name, &format!("error: {e}")),
     };
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = dmtree_core::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     loop {
         let notified = wake.notified();
         match forward_once(&store, &name, &route).await {
             Ok(0) => {
                 store.stats().forwarder(&name, "idle");
-                backoff = Duration::from_millis(200);
+                backoff.reset();
                 let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
             }
             Ok(n) => {
                 store.stats().add(&store.stats().forwarded, n);
                 store.stats().forwarder(&name, "connected");
-                backoff = Duration::from_millis(200);
+                backoff.reset();
             }
             Err(e) => {
                 store.stats().forwarder(&name, &format!("retrying: {e}"));
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+                backoff.wait().await;
             }
         }
     }

@@ -1,5 +1,8 @@
-//! The DmtException-style error enum. Every variant has a stable code; the
-//! REST layer maps each code to exactly one HTTP status.
+//! Errors as DMT Admin reports them: a stable code, the URI concerned and a
+//! message. `ErrorCode` is the one list of codes (the REST layer gives each
+//! exactly one HTTP status, and the README's table is generated from it).
+
+use std::fmt;
 
 use thiserror::Error;
 
@@ -10,52 +13,84 @@ use crate::value::ValueError;
 
 pub type Result<T, E = DmtError> = std::result::Result<T, E>;
 
-#[derive(Debug, Clone, Error)]
-pub enum DmtError {
-    #[error("node {uri} not found")]
-    NodeNotFound { uri: String },
-    #[error("node {uri} already exists")]
-    NodeAlreadyExists { uri: String },
-    /// Something in the way that is not simply a node (a mount point, say).
-    #[error("{reason}")]
-    Conflict { uri: String, reason: String },
-    #[error("{principal} lacks {perm} on {uri}")]
-    PermissionDenied { uri: String, principal: String, perm: Permission, anonymous: bool },
-    #[error("{reason}")]
-    MetadataMismatch { uri: String, reason: String },
-    #[error("{reason}")]
-    CommandNotAllowed { uri: String, reason: String },
-    #[error("{0}")]
-    InvalidUri(UriError),
-    #[error("invalid data for {uri}: {reason}")]
-    InvalidData { uri: String, reason: String },
-    #[error("{reason}")]
-    ConcurrentAccess { uri: String, reason: String },
-    #[error("{reason}")]
-    TransactionError { uri: String, reason: String },
-    #[error("version of {uri} does not match: {reason}")]
-    PreconditionFailed { uri: String, reason: String },
-    #[error("data store failure: {reason}")]
-    DataStoreFailure { uri: String, reason: String },
-    #[error("remote error: {reason}")]
-    RemoteError { uri: String, reason: String },
-    #[error("{reason}")]
-    FeatureNotSupported { uri: String, reason: String },
-    #[error("{reason}")]
-    LimitExceeded { uri: String, reason: String },
-    #[error("session {id} not found")]
-    SessionNotFound { id: String },
-    #[error("{uri} is outside the session root {root}")]
-    OutsideSession { uri: String, root: String },
-    #[error("{reason}")]
-    LoopDetected { uri: String, reason: String },
-    /// A federated request outside what this tree granted the caller.
-    #[error("{reason}")]
-    NotGranted { uri: String, reason: String },
-    /// An error a remote tree answered, passed through with its code and
-    /// message; only the URI is made local.
-    #[error("{message}")]
-    Forwarded { code: &'static str, uri: String, message: String },
+macro_rules! codes {
+    ($($variant:ident => $text:literal,)*) => {
+        /// Every error code a caller can meet.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum ErrorCode {
+            $($variant,)*
+        }
+
+        impl ErrorCode {
+            pub const ALL: &[ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            /// The stable, machine-readable form, e.g. `node_not_found`.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $text,)*
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    InvalidUri => "invalid_uri",
+    InvalidJson => "invalid_json",
+    InvalidData => "invalid_data",
+    InvalidParameter => "invalid_parameter",
+    OutsideSession => "outside_session",
+    AuthenticationRequired => "authentication_required",
+    InvalidToken => "invalid_token",
+    PermissionDenied => "permission_denied",
+    NodeNotFound => "node_not_found",
+    SessionNotFound => "session_not_found",
+    RouteNotFound => "route_not_found",
+    CommandNotAllowed => "command_not_allowed",
+    MethodNotAllowed => "method_not_allowed",
+    NodeAlreadyExists => "node_already_exists",
+    ConcurrentAccess => "concurrent_access",
+    TransactionError => "transaction_error",
+    LoopDetected => "loop_detected",
+    PreconditionFailed => "precondition_failed",
+    BodyTooLarge => "body_too_large",
+    LimitExceeded => "limit_exceeded",
+    UriTooLong => "uri_too_long",
+    MetadataMismatch => "metadata_mismatch",
+    FeatureNotSupported => "feature_not_supported",
+    TooManyStreams => "too_many_streams",
+    InternalError => "internal_error",
+    RemoteError => "remote_error",
+    DataStoreFailure => "data_store_failure",
+}
+
+impl ErrorCode {
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|c| c.as_str() == text)
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Lets tests and callers compare with the wire form.
+impl PartialEq<&str> for ErrorCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// An error: what went wrong (`code`), where (`uri`, canonical; empty when
+/// none), and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{message}")]
+pub struct DmtError {
+    pub code: ErrorCode,
+    pub uri: String,
+    pub message: String,
 }
 
 /// An error with its causes, as one line ("error sending request: connection
@@ -72,87 +107,60 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 impl DmtError {
-    /// The stable, machine-readable code.
-    pub fn code(&self) -> &'static str {
-        match self {
-            DmtError::NodeNotFound { .. } => "node_not_found",
-            DmtError::NodeAlreadyExists { .. } => "node_already_exists",
-            DmtError::PermissionDenied { anonymous: true, .. } => "authentication_required",
-            DmtError::PermissionDenied { .. } => "permission_denied",
-            DmtError::MetadataMismatch { .. } => "metadata_mismatch",
-            DmtError::CommandNotAllowed { .. } => "command_not_allowed",
-            DmtError::InvalidUri(UriError::Invalid { .. }) => "invalid_uri",
-            DmtError::InvalidUri(UriError::TooLong { .. }) => "uri_too_long",
-            DmtError::InvalidData { .. } => "invalid_data",
-            DmtError::ConcurrentAccess { .. } => "concurrent_access",
-            DmtError::TransactionError { .. } => "transaction_error",
-            DmtError::PreconditionFailed { .. } => "precondition_failed",
-            DmtError::DataStoreFailure { .. } => "data_store_failure",
-            DmtError::RemoteError { .. } => "remote_error",
-            DmtError::FeatureNotSupported { .. } => "feature_not_supported",
-            DmtError::LimitExceeded { .. } => "limit_exceeded",
-            DmtError::SessionNotFound { .. } => "session_not_found",
-            DmtError::OutsideSession { .. } => "outside_session",
-            DmtError::LoopDetected { .. } => "loop_detected",
-            DmtError::NotGranted { .. } => "permission_denied",
-            DmtError::Conflict { .. } => "node_already_exists",
-            DmtError::Forwarded { code, .. } => code,
-        }
+    pub fn new(code: ErrorCode, uri: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { code, uri: uri.into(), message: message.into() }
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        self.code
     }
 
     /// The URI the error is about, in canonical form (empty when none).
     pub fn uri(&self) -> &str {
-        match self {
-            DmtError::InvalidUri(e) => e.uri(),
-            DmtError::SessionNotFound { .. } => "",
-            DmtError::NodeNotFound { uri }
-            | DmtError::NodeAlreadyExists { uri }
-            | DmtError::PermissionDenied { uri, .. }
-            | DmtError::MetadataMismatch { uri, .. }
-            | DmtError::CommandNotAllowed { uri, .. }
-            | DmtError::InvalidData { uri, .. }
-            | DmtError::ConcurrentAccess { uri, .. }
-            | DmtError::TransactionError { uri, .. }
-            | DmtError::PreconditionFailed { uri, .. }
-            | DmtError::DataStoreFailure { uri, .. }
-            | DmtError::RemoteError { uri, .. }
-            | DmtError::FeatureNotSupported { uri, .. }
-            | DmtError::LimitExceeded { uri, .. }
-            | DmtError::OutsideSession { uri, .. }
-            | DmtError::LoopDetected { uri, .. }
-            | DmtError::NotGranted { uri, .. }
-            | DmtError::Conflict { uri, .. }
-            | DmtError::Forwarded { uri, .. } => uri,
-        }
+        &self.uri
+    }
+
+    pub fn is(&self, code: ErrorCode) -> bool {
+        self.code == code
     }
 
     pub fn not_found(uri: &Uri) -> Self {
-        DmtError::NodeNotFound { uri: uri.to_string() }
+        Self::new(ErrorCode::NodeNotFound, uri.to_string(), format!("node {uri} not found"))
     }
 
     pub fn exists(uri: &Uri) -> Self {
-        DmtError::NodeAlreadyExists { uri: uri.to_string() }
+        Self::new(ErrorCode::NodeAlreadyExists, uri.to_string(), format!("node {uri} already exists"))
+    }
+
+    /// Something in the way that is not simply a node (a mount point, say).
+    pub fn conflict(uri: &Uri, reason: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NodeAlreadyExists, uri.to_string(), reason)
     }
 
     pub fn denied(uri: &Uri, principal: &Principal, perm: Permission) -> Self {
-        DmtError::PermissionDenied {
-            uri: uri.to_string(),
-            principal: principal.to_string(),
-            perm,
-            anonymous: matches!(principal, Principal::Anonymous),
-        }
+        let code = match principal {
+            Principal::Anonymous => ErrorCode::AuthenticationRequired,
+            Principal::Named(_) => ErrorCode::PermissionDenied,
+        };
+        Self::new(code, uri.to_string(), format!("{principal} lacks {perm} on {uri}"))
+    }
+
+    /// A federated request outside what this tree granted the caller.
+    pub fn not_granted(uri: &Uri, reason: impl Into<String>) -> Self {
+        Self::new(ErrorCode::PermissionDenied, uri.to_string(), reason)
     }
 
     pub fn not_allowed(uri: &Uri, reason: impl Into<String>) -> Self {
-        DmtError::CommandNotAllowed { uri: uri.to_string(), reason: reason.into() }
+        Self::new(ErrorCode::CommandNotAllowed, uri.to_string(), reason)
     }
 
     pub fn invalid_data(uri: &Uri, reason: impl Into<String>) -> Self {
-        DmtError::InvalidData { uri: uri.to_string(), reason: reason.into() }
+        let reason = reason.into();
+        Self::new(ErrorCode::InvalidData, uri.to_string(), format!("invalid data for {uri}: {reason}"))
     }
 
     pub fn store(uri: &Uri, reason: impl ToString) -> Self {
-        DmtError::DataStoreFailure { uri: uri.to_string(), reason: reason.to_string() }
+        Self::new(ErrorCode::DataStoreFailure, uri.to_string(), format!("data store failure: {}", reason.to_string()))
     }
 
     pub fn meta(uri: &Uri, v: MetaViolation) -> Self {
@@ -160,57 +168,53 @@ impl DmtError {
             MetaViolation::NotAllowed(op) => {
                 DmtError::not_allowed(uri, format!("{op:?} is not allowed on {uri}").to_lowercase())
             }
-            MetaViolation::Mismatch(reason) => DmtError::MetadataMismatch { uri: uri.to_string(), reason },
+            MetaViolation::Mismatch(reason) => Self::new(ErrorCode::MetadataMismatch, uri.to_string(), reason),
         }
     }
 
     pub fn concurrent(uri: &Uri, reason: impl Into<String>) -> Self {
-        DmtError::ConcurrentAccess { uri: uri.to_string(), reason: reason.into() }
+        Self::new(ErrorCode::ConcurrentAccess, uri.to_string(), reason)
     }
 
     pub fn transaction(uri: &Uri, reason: impl Into<String>) -> Self {
-        DmtError::TransactionError { uri: uri.to_string(), reason: reason.into() }
+        Self::new(ErrorCode::TransactionError, uri.to_string(), reason)
     }
 
     pub fn precondition(uri: &Uri, reason: impl Into<String>) -> Self {
-        DmtError::PreconditionFailed { uri: uri.to_string(), reason: reason.into() }
+        let reason = reason.into();
+        Self::new(ErrorCode::PreconditionFailed, uri.to_string(), format!("version of {uri} does not match: {reason}"))
     }
 
     pub fn unsupported(uri: &Uri, reason: impl Into<String>) -> Self {
-        DmtError::FeatureNotSupported { uri: uri.to_string(), reason: reason.into() }
+        Self::new(ErrorCode::FeatureNotSupported, uri.to_string(), reason)
     }
 
     pub fn remote(uri: &Uri, reason: impl Into<String>) -> Self {
-        DmtError::RemoteError { uri: uri.to_string(), reason: reason.into() }
+        let reason = reason.into();
+        Self::new(ErrorCode::RemoteError, uri.to_string(), format!("remote error: {reason}"))
     }
 
     pub fn limit(uri: &Uri, reason: impl Into<String>) -> Self {
-        DmtError::LimitExceeded { uri: uri.to_string(), reason: reason.into() }
+        Self::new(ErrorCode::LimitExceeded, uri.to_string(), reason)
+    }
+
+    pub fn session_not_found(id: &str) -> Self {
+        let id: String = id.chars().take(64).collect();
+        Self::new(ErrorCode::SessionNotFound, "", format!("session {id} not found"))
+    }
+
+    pub fn outside_session(uri: &Uri, root: &Uri) -> Self {
+        Self::new(ErrorCode::OutsideSession, uri.to_string(), format!("{uri} is outside the session root {root}"))
+    }
+
+    pub fn loop_detected(reason: impl Into<String>) -> Self {
+        Self::new(ErrorCode::LoopDetected, "", reason)
     }
 
     /// Rewrites the URI the error names, for errors raised with a handler-relative path.
     pub fn with_uri(mut self, uri: &Uri) -> Self {
-        let text = uri.to_string();
-        match &mut self {
-            DmtError::InvalidUri(_) | DmtError::SessionNotFound { .. } => {}
-            DmtError::NodeNotFound { uri }
-            | DmtError::NodeAlreadyExists { uri }
-            | DmtError::PermissionDenied { uri, .. }
-            | DmtError::MetadataMismatch { uri, .. }
-            | DmtError::CommandNotAllowed { uri, .. }
-            | DmtError::InvalidData { uri, .. }
-            | DmtError::ConcurrentAccess { uri, .. }
-            | DmtError::TransactionError { uri, .. }
-            | DmtError::PreconditionFailed { uri, .. }
-            | DmtError::DataStoreFailure { uri, .. }
-            | DmtError::RemoteError { uri, .. }
-            | DmtError::FeatureNotSupported { uri, .. }
-            | DmtError::LimitExceeded { uri, .. }
-            | DmtError::OutsideSession { uri, .. }
-            | DmtError::LoopDetected { uri, .. }
-            | DmtError::NotGranted { uri, .. }
-            | DmtError::Conflict { uri, .. }
-            | DmtError::Forwarded { uri, .. } => *uri = text,
+        if !matches!(self.code, ErrorCode::InvalidUri | ErrorCode::UriTooLong | ErrorCode::SessionNotFound) {
+            self.uri = uri.to_string();
         }
         self
     }
@@ -218,7 +222,11 @@ impl DmtError {
 
 impl From<UriError> for DmtError {
     fn from(e: UriError) -> Self {
-        DmtError::InvalidUri(e)
+        let code = match e {
+            UriError::Invalid { .. } => ErrorCode::InvalidUri,
+            UriError::TooLong { .. } => ErrorCode::UriTooLong,
+        };
+        Self::new(code, e.uri(), e.to_string())
     }
 }
 
@@ -229,5 +237,28 @@ impl DmtError {
 
     pub fn from_acl(uri: &Uri, e: AclError) -> Self {
         DmtError::invalid_data(uri, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_parses_back_and_is_unique() {
+        let mut seen = std::collections::BTreeSet::new();
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(*code));
+            assert!(seen.insert(code.as_str()), "{code} twice");
+        }
+        assert_eq!(ErrorCode::parse("nonsense"), None);
+    }
+
+    #[test]
+    fn errors_keep_their_uri_unless_it_is_the_problem() {
+        let e = DmtError::not_found(&Uri::from_key("x")).with_uri(&Uri::from_key("m\0x"));
+        assert_eq!((e.code(), e.uri()), (ErrorCode::NodeNotFound, "./m/x"));
+        let bad: DmtError = UriError::invalid("./a//b", "empty segment").into();
+        assert_eq!(bad.clone().with_uri(&Uri::from_key("m")).uri(), bad.uri());
     }
 }

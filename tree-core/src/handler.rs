@@ -40,6 +40,11 @@ pub trait DataHandler: Send + Sync + 'static {
     async fn children(&self, cx: OpContext<'_>, path: &Uri) -> Result<Vec<String>>;
 
     /// What the node at `path` (existing or about to be created) allows.
+    ///
+    /// The default is read-only: the tree checks meta *before* it calls
+    /// `add`, `replace` or `delete`, so a handler that implements writes must
+    /// also answer here with the operations it takes (see
+    /// `examples/counters.rs`), or every write is refused as "command not allowed".
     async fn meta(&self, _cx: OpContext<'_>, _path: &Uri) -> Result<Meta> {
         Ok(Meta::read_only())
     }

@@ -7,6 +7,7 @@
 //! monotonically increasing revisions.
 
 pub mod acl;
+pub mod backoff;
 pub mod error;
 pub mod event;
 pub mod fanout;
@@ -28,7 +29,8 @@ pub mod value;
 pub mod via;
 
 pub use acl::{ADMIN, Acl, Permission, Principal, ReadRule};
-pub use error::{DmtError, Result, error_chain};
+pub use backoff::Backoff;
+pub use error::{DmtError, ErrorCode, Result, error_chain};
 pub use event::{Delivery, Event, EventCursor, EventDraft, EventKind, EventLog, EventLogConfig};
 pub use fanout::{Feed, FeedStats, Filter};
 pub use handler::{ChangeSink, ConfigSaver, DataHandler, OpContext, TxId};

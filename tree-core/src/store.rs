@@ -1,5 +1,5 @@
 //! Where the tree keeps its own state: the event journal and the ACLs.
-//! The embedded default is SQLite (in `dmtree-config-store`); the in-memory
+//! The embedded default is SQLite (in `dmtree-state`); the in-memory
 //! store here serves tests and embedders that need no persistence.
 
 use std::collections::{BTreeMap, HashMap};

@@ -37,7 +37,7 @@ pub enum UriError {
 }
 
 impl UriError {
-    fn invalid(uri: &str, reason: impl Into<String>) -> Self {
+    pub(crate) fn invalid(uri: &str, reason: impl Into<String>) -> Self {
         Self::Invalid { uri: truncate(uri), reason: reason.into() }
     }
     fn too_long(uri: &str, reason: impl Into<String>) -> Self {

@@ -6,6 +6,13 @@
 
 use std::sync::Arc;
 
+/// The header carrying the instances a request came through.
+pub const VIA_HEADER: &str = "Dmtree-Via";
+/// The header naming the instance that answers.
+pub const INSTANCE_HEADER: &str = "Dmtree-Instance";
+/// The header of an event stream giving the revision it starts after.
+pub const REVISION_HEADER: &str = "Dmtree-Revision";
+
 tokio::task_local! {
     static CURRENT: Via;
 }

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use dmtree_config_store::SqliteState;
 use dmtree_core::{DataHandler, DmtError, Meta, Node, OpContext, Principal, Result, Uri, json_children, json_node};
+use dmtree_state::SqliteState;
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
@@ -205,7 +205,7 @@ mod tests {
         assert_eq!(grants.covering(&a, &u("./other")), None);
         assert_eq!(grants.covering(&Principal::named("site-b"), &u("./infra")), None);
         assert_eq!(grants.covering(&Principal::Anonymous, &u("./infra")), None);
-        assert!(matches!(grants.add(&at, &ro).await, Err(DmtError::NodeAlreadyExists { .. })));
+        assert!(matches!(grants.add(&at, &ro).await, Err(e) if e.is(dmtree_core::ErrorCode::NodeAlreadyExists)));
         for bad in [
             json!({"principal": "p", "subtrees": [], "rights": "read-only"}),
             json!({"principal": "p", "subtrees": ["./x"], "rights": "all"}),

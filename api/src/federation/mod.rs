@@ -12,9 +12,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use dmtree_config_store::SqliteState;
 use dmtree_core::{DmtError, Tree, Uri};
 use dmtree_remote::{Local, RemoteHandler, RemoteSpec};
+use dmtree_state::SqliteState;
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
@@ -44,7 +44,8 @@ pub struct RemoteMount {
     pub origin: Origin,
 }
 
-/// A mount request (`POST /tree/mounts`, `dmtree mount`), and how one is stored.
+/// A mount: requested with `POST /tree/mounts` or `dmtree mount`, listed in
+/// the configuration as `[[mounts]]` (where `id` is required), and stored so.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MountRequest {
@@ -64,8 +65,31 @@ pub struct MountRequest {
 const MOUNT_SHAPE: &str = "expected {\"id\"?, \"at\", \"url\", \"remote_uri\", \"credentials\"?: {\"token\"}, \"timeout_ms\"?, \"cache_ms\"?} for a remote tree, or {\"id\"?, \"at\", \"handler\": \"infrastructure\"|\"broker\", \"config\"?: {...}}";
 
 impl MountRequest {
-    fn kind(&self) -> HandlerKind {
+    pub fn kind(&self) -> HandlerKind {
         self.handler.unwrap_or(HandlerKind::Remote)
+    }
+
+    pub fn id(&self) -> &str {
+        self.id.as_deref().unwrap_or_default()
+    }
+
+    /// Checks a configured mount; the remote spec of a `remote` mount, `None` for other handlers.
+    pub fn checked(&self) -> Result<Option<RemoteSpec>, String> {
+        if self.id.is_none() {
+            return Err("a configured mount needs an id".into());
+        }
+        match self.kind() {
+            HandlerKind::Memory if self.has_remote_fields() || self.config.is_some() => {
+                Err("a memory mount takes only id, at and handler".into())
+            }
+            HandlerKind::Memory => Ok(None),
+            HandlerKind::Infrastructure | HandlerKind::Broker => self.handler_config().map(|_| None),
+            HandlerKind::Remote => {
+                let spec = self.spec()?;
+                spec.validate().map_err(|e| e.to_string())?;
+                Ok(Some(spec))
+            }
+        }
     }
 
     pub(crate) fn has_remote_fields(&self) -> bool {
@@ -144,11 +168,12 @@ impl Federation {
             changing: tokio::sync::Mutex::new(()),
         });
         for m in &config.mounts {
-            if let Some(spec) = m.remote()? {
-                fed.attach(tree, &m.id, m.at.clone(), spec, Origin::Config).await?;
-            } else if matches!(m.handler, HandlerKind::Infrastructure | HandlerKind::Broker) {
-                let config = m.request().handler_config().map_err(|e| anyhow::anyhow!("mounts.{}: {e}", m.id))?;
-                fed.provision(tree, &m.id, &m.at, m.handler, &config, Origin::Config).await?;
+            let failed = |e: String| anyhow::anyhow!("mounts.{}: {e}", m.id());
+            if let Some(spec) = m.checked().map_err(failed)? {
+                fed.attach(tree, m.id(), m.at.clone(), spec, Origin::Config).await?;
+            } else if matches!(m.kind(), HandlerKind::Infrastructure | HandlerKind::Broker) {
+                let config = m.handler_config().map_err(failed)?;
+                fed.provision(tree, m.id(), &m.at, m.kind(), &config, Origin::Config).await?;
             }
         }
         for row in fed.state.mounts().await? {
@@ -276,7 +301,7 @@ impl Federation {
         if at.is_root() {
             return Err(DmtError::not_allowed(at, "the root cannot be a mount point"));
         }
-        let conflict = |reason: String| DmtError::Conflict { uri: at.to_string(), reason };
+        let conflict = |reason: String| DmtError::conflict(at, reason);
         if tree.mounts().iter().any(|m| m.id == id) {
             return Err(conflict(format!("there is already a mount {id}")));
         }
@@ -331,7 +356,7 @@ impl Federation {
             let rel = subtree.strip_prefix(&at).unwrap_or_default();
             match handler.check(&at, &rel).await {
                 Ok(answer) => nested.push(json!({ "mount": id, "at": at.to_string(), "answer": answer })),
-                Err(e) if e.code() == "loop_detected" => return Err(e),
+                Err(e) if e.is(dmtree_core::ErrorCode::LoopDetected) => return Err(e),
                 Err(e) => nested.push(json!({ "mount": id, "at": at.to_string(), "error": e.to_string() })),
             }
         }

@@ -10,8 +10,8 @@ use axum::extract::{FromRequestParts, Query, Request, State};
 use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use dmtree_core::via::{INSTANCE_HEADER, VIA_HEADER};
 use dmtree_core::{DmtError, Principal, Uri, UriLimits, UriPattern, Via};
-use dmtree_remote::{INSTANCE_HEADER, VIA_HEADER};
 
 use super::Federation;
 use crate::error::ApiError;
@@ -53,7 +53,7 @@ fn refuse_loops(fed: &Federation, via: &Via) -> Result<(), ApiError> {
     } else {
         return Ok(());
     };
-    Err(DmtError::LoopDetected { uri: String::new(), reason }.into())
+    Err(DmtError::loop_detected(reason).into())
 }
 
 /// What a federated request reaches.
@@ -81,23 +81,20 @@ fn target(method: &Method, uri: &axum::http::Uri, limits: &UriLimits) -> Result<
             let Query(q) = Query::<HashMap<String, String>>::try_from_uri(uri)
                 .map_err(|e| ApiError::param("query", e.body_text()))?;
             if q.contains_key("subscription") {
-                return Err(DmtError::NotGranted {
-                    uri: String::new(),
-                    reason: "a federated event stream is ad hoc: subscriptions are local".into(),
-                }
-                .into());
+                return Err(refused("a federated event stream is ad hoc: subscriptions are local".into()).into());
             }
             let pattern = UriPattern::parse(q.get("uri").map_or("./**", String::as_str), limits)?;
             Ok(Target::Node { uri: pattern.base(), write: false })
         }
         "/federation/grant" | "/healthz" => Ok(Target::Open),
         p if p == "/sessions" || p.starts_with("/sessions/") => Ok(Target::Sessions),
-        other => Err(DmtError::NotGranted {
-            uri: String::new(),
-            reason: format!("{other} is not open to federated requests"),
-        }
-        .into()),
+        other => Err(refused(format!("{other} is not open to federated requests")).into()),
     }
+}
+
+/// A federated request refused as a whole (no node to name).
+fn refused(reason: String) -> DmtError {
+    DmtError::new(dmtree_core::ErrorCode::PermissionDenied, "", reason)
 }
 
 fn authorize(
@@ -111,21 +108,16 @@ fn authorize(
     match target(method, uri, limits)? {
         Target::Open => Ok(()),
         Target::Sessions if fed.grants.any_read_write(principal) => Ok(()),
-        Target::Sessions => Err(DmtError::NotGranted {
-            uri: String::new(),
-            reason: format!("{who} holds no read-write grant here, so it may not write (nor open a session to)"),
+        Target::Sessions => {
+            Err(refused(format!("{who} holds no read-write grant here, so it may not write (nor open a session to)"))
+                .into())
         }
-        .into()),
         Target::Node { uri, write } => match fed.grants.covering(principal, &uri) {
-            None => {
-                Err(DmtError::NotGranted { uri: uri.to_string(), reason: format!("{who} holds no grant on {uri}") }
+            None => Err(DmtError::not_granted(&uri, format!("{who} holds no grant on {uri}")).into()),
+            Some(g) if write && g.rights == super::grants::Rights::ReadOnly => {
+                Err(DmtError::not_granted(&uri, format!("the grant {} lets {who} read {uri}, not change it", g.id))
                     .into())
             }
-            Some(g) if write && g.rights == super::grants::Rights::ReadOnly => Err(DmtError::NotGranted {
-                uri: uri.to_string(),
-                reason: format!("the grant {} lets {who} read {uri}, not change it", g.id),
-            }
-            .into()),
             Some(_) => Ok(()),
         },
     }

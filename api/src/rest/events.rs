@@ -11,14 +11,14 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use dmtree_core::via::REVISION_HEADER;
 use dmtree_core::{Delivery, Feed, Filter, UriPattern};
-use dmtree_remote::REVISION_HEADER;
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Auth, Params};
-use crate::push::Attached;
 use crate::state::AppState;
+use dmtree_push::Attached;
 
 /// Counts an open stream for as long as it lives.
 struct Subscribed(Gauge);

@@ -46,10 +46,11 @@ pub async fn grant(State(app): State<AppState>, Auth(p): Auth, params: Params) -
     let subtree = params.get("subtree").ok_or_else(|| ApiError::param("subtree", "required, e.g. ./infrastructure"))?;
     let subtree = Uri::parse(subtree, app.tree.limits())?;
     let who = p.name().unwrap_or("anonymous").to_owned();
-    let granted = app.federation.grants.covering(&p, &subtree).ok_or_else(|| DmtError::NotGranted {
-        uri: subtree.to_string(),
-        reason: format!("{who} holds no grant on {subtree}"),
-    })?;
+    let granted = app
+        .federation
+        .grants
+        .covering(&p, &subtree)
+        .ok_or_else(|| DmtError::not_granted(&subtree, format!("{who} holds no grant on {subtree}")))?;
     app.tree.read(&Caller::new(&p), &subtree, 0).await?;
     let nested = app.federation.check_nested(&subtree).await?;
     Ok(Json(GrantCheck {

@@ -8,17 +8,13 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use dmtree_core::{Caller, DmtError, NodeView, Selection, Uri};
+use dmtree_core::{DmtError, NodeView, Selection, Uri};
 use serde_json::Value as Json_;
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{Auth, JsonBody, Params, ReadHeaders, precondition, session_id, tree_uri};
+use crate::extract::{JsonBody, NodeRequest, ReadHeaders};
 use crate::json::{CopyBody, ExecJson, NodeBody, NodeJson, RenameBody, WriteJson, parse_fields, patch_leaves};
 use crate::state::AppState;
-
-fn path_uri(req: &http::Uri, state: &AppState) -> ApiResult<Uri> {
-    tree_uri(req.path(), "/tree", state)
-}
 
 /// Read a node: a leaf's value, or an interior node's children to `depth`.
 #[utoipa::path(
@@ -37,15 +33,9 @@ fn path_uri(req: &http::Uri, state: &AppState) -> ApiResult<Uri> {
         (status = "4XX", description = "Error", body = ErrorBody),
     )
 )]
-pub async fn get_node(
-    State(app): State<AppState>,
-    Auth(p): Auth,
-    params: Params,
-    headers: ReadHeaders,
-    req: http::Uri,
-) -> ApiResult<Response> {
-    params.allow(&["depth", "props", "fields", "session"])?;
-    let uri = path_uri(&req, &app)?;
+pub async fn get_node(State(app): State<AppState>, req: NodeRequest, headers: ReadHeaders) -> ApiResult<Response> {
+    req.allow(&["depth", "props", "fields"])?;
+    let params = &req.params;
     let depth = match params.get("depth") {
         None => 1,
         Some("unbounded") => u32::MAX,
@@ -53,9 +43,8 @@ pub async fn get_node(
             d.parse().map_err(|_| ApiError::param("depth", format!("{d:?} is not a number or \"unbounded\"")))?
         }
     };
-    let caller = Caller::new(&p).in_session(params.get("session").or(headers.session.as_deref()));
     let selection = params.get("fields").map(parse_fields).transpose()?.map(|f| Selection::from_paths(&f));
-    let view = app.tree.read_selected(&caller, &uri, depth, selection.as_ref()).await?;
+    let view = app.tree.read_selected(&req.caller(), &req.uri, depth, selection.as_ref()).await?;
     let json = NodeJson::from_view(&view, params.flag("props")?);
     let body = serde_json::to_vec(&json).map_err(|e| ApiError::Internal(e.to_string()))?;
     let etag = etag(&view, &body);
@@ -127,22 +116,18 @@ fn written(status: StatusCode, out: &dmtree_core::WriteOutcome) -> Response {
 )]
 pub async fn put_node(
     State(app): State<AppState>,
-    Auth(p): Auth,
-    params: Params,
-    headers: HeaderMap,
-    req: http::Uri,
+    req: NodeRequest,
     JsonBody(body): JsonBody<NodeBody>,
 ) -> ApiResult<Response> {
-    params.allow(&["session"])?;
-    let uri = path_uri(&req, &app)?;
+    req.allow(&[])?;
+    let uri = &req.uri;
     let body = body.ok_or_else(|| ApiError::InvalidJson("a body is required, e.g. {\"value\": 42}".into()))?;
     if body.name.is_some() {
-        return Err(DmtError::invalid_data(&uri, "\"name\" is for POST; PUT names the node in its path").into());
+        return Err(DmtError::invalid_data(uri, "\"name\" is for POST; PUT names the node in its path").into());
     }
-    let mut write = body.write(&uri)?;
-    write.precondition = precondition(&headers);
-    let caller = Caller::new(&p).in_session(session_id(&params, &headers));
-    let out = app.tree.put(&caller, &uri, write).await?;
+    let mut write = body.write(uri)?;
+    write.precondition = req.precondition.clone();
+    let out = app.tree.put(&req.caller(), uri, write).await?;
     Ok(written(if out.created { StatusCode::CREATED } else { StatusCode::OK }, &out))
 }
 
@@ -163,21 +148,17 @@ pub async fn put_node(
 )]
 pub async fn post_node(
     State(app): State<AppState>,
-    Auth(p): Auth,
-    params: Params,
-    headers: HeaderMap,
-    req: http::Uri,
+    req: NodeRequest,
     JsonBody(body): JsonBody<Json_>,
 ) -> ApiResult<Response> {
-    params.allow(&["action", "session"])?;
-    let uri = path_uri(&req, &app)?;
-    let caller = Caller::new(&p).in_session(session_id(&params, &headers));
+    req.allow(&["action"])?;
+    let (uri, caller, params) = (&req.uri, req.caller(), &req.params);
     let body = body.unwrap_or(Json_::Object(Default::default()));
     let decode = |e: serde_json::Error| ApiError::InvalidJson(e.to_string());
     let out = match params.get("action") {
         None => {
             // A handler with a collection here (e.g. ./subscriptions) takes the representation as is.
-            if let Some(out) = app.tree.create(&caller, &uri, body.clone()).await? {
+            if let Some(out) = app.tree.create(&caller, uri, body.clone()).await? {
                 return Ok(written(StatusCode::CREATED, &out));
             }
             let body: NodeBody = serde_json::from_value(body).map_err(decode)?;
@@ -187,16 +168,16 @@ pub async fn post_node(
             };
             let write = body.write(&uri.join_name(&name))?;
             let content = write.content.clone().unwrap_or(dmtree_core::Content::Interior(Vec::new()));
-            app.tree.add_child(&caller, &uri, &name, content, write).await?
+            app.tree.add_child(&caller, uri, &name, content, write).await?
         }
         Some("rename") => {
             let body: RenameBody = serde_json::from_value(body).map_err(decode)?;
-            app.tree.rename(&caller, &uri, &body.name).await?
+            app.tree.rename(&caller, uri, &body.name).await?
         }
         Some("copy") => {
             let body: CopyBody = serde_json::from_value(body).map_err(decode)?;
             let to = Uri::parse(&body.to, app.tree.limits())?;
-            app.tree.copy(&caller, &uri, &to).await?
+            app.tree.copy(&caller, uri, &to).await?
         }
         Some(other) => return Err(ApiError::param("action", format!("{other:?} is not rename or copy"))),
     };
@@ -212,18 +193,13 @@ pub async fn post_node(
 )]
 pub async fn patch_node(
     State(app): State<AppState>,
-    Auth(p): Auth,
-    params: Params,
-    headers: HeaderMap,
-    req: http::Uri,
+    req: NodeRequest,
     JsonBody(body): JsonBody<BTreeMap<String, Json_>>,
 ) -> ApiResult<Response> {
-    params.allow(&["session"])?;
-    let uri = path_uri(&req, &app)?;
+    req.allow(&[])?;
     let body = body.ok_or_else(|| ApiError::InvalidJson("a body is required, e.g. {\"a\": 1}".into()))?;
-    let leaves = patch_leaves(&uri, body, app.tree.limits())?;
-    let caller = Caller::new(&p).in_session(session_id(&params, &headers));
-    let out = app.tree.patch(&caller, &uri, leaves, precondition(&headers)).await?;
+    let leaves = patch_leaves(&req.uri, body, app.tree.limits())?;
+    let out = app.tree.patch(&req.caller(), &req.uri, leaves, req.precondition.clone()).await?;
     Ok(written(StatusCode::OK, &out))
 }
 
@@ -233,17 +209,9 @@ pub async fn patch_node(
     params(("uri" = String, Path, description = "Node path"), ("session" = Option<String>, Query, description = "Run inside this session")),
     responses((status = 204, description = "Deleted"), (status = "4XX", description = "Error", body = ErrorBody))
 )]
-pub async fn delete_node(
-    State(app): State<AppState>,
-    Auth(p): Auth,
-    params: Params,
-    headers: HeaderMap,
-    req: http::Uri,
-) -> ApiResult<StatusCode> {
-    params.allow(&["session"])?;
-    let uri = path_uri(&req, &app)?;
-    let caller = Caller::new(&p).in_session(session_id(&params, &headers));
-    app.tree.delete(&caller, &uri, precondition(&headers)).await?;
+pub async fn delete_node(State(app): State<AppState>, req: NodeRequest) -> ApiResult<StatusCode> {
+    req.allow(&[])?;
+    app.tree.delete(&req.caller(), &req.uri, req.precondition.clone()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -256,15 +224,10 @@ pub async fn delete_node(
 )]
 pub async fn exec_node(
     State(app): State<AppState>,
-    Auth(p): Auth,
-    params: Params,
-    headers: HeaderMap,
-    req: http::Uri,
+    req: NodeRequest,
     JsonBody(data): JsonBody<Json_>,
 ) -> ApiResult<Json<ExecJson>> {
-    params.allow(&["session"])?;
-    let uri = tree_uri(req.path(), "/exec", &app)?;
-    let caller = Caller::new(&p).in_session(session_id(&params, &headers));
-    let result = app.tree.exec(&caller, &uri, data).await?;
-    Ok(Json(ExecJson { uri: uri.to_string(), result }))
+    req.allow(&[])?;
+    let result = app.tree.exec(&req.caller(), &req.uri, data).await?;
+    Ok(Json(ExecJson { uri: req.uri.to_string(), result }))
 }

@@ -177,7 +177,7 @@ impl DataHandler for BrokerHandler {
             Some("monitoring") if path.depth() == 1 => {
                 self.first_observation().await;
                 let mut names = match self.inner.observed.children(&Uri::root()) {
-                    Err(e) if e.code() == "remote_error" => Vec::new(),
+                    Err(e) if e.is(dmtree_core::ErrorCode::RemoteError) => Vec::new(),
                     other => other?,
                 };
                 names.push("poller".into());

@@ -40,6 +40,7 @@ pub struct LinkState {
     pub status: LinkStatus,
     pub attempts: u32,
     next_attempt: Option<Instant>,
+    backoff: dmtree_core::Backoff,
     pub last_error: String,
     pub since: DateTime<Utc>,
 }
@@ -50,6 +51,7 @@ impl Default for LinkState {
             status: LinkStatus::Pending,
             attempts: 0,
             next_attempt: None,
+            backoff: dmtree_core::Backoff::new(Duration::from_secs(1), MAX_BACKOFF / 2),
             last_error: String::new(),
             since: Utc::now(),
         }
@@ -149,8 +151,7 @@ impl Reconciler {
                         LinkState { status: LinkStatus::Recreating, last_error: reason.into(), ..LinkState::default() };
                 }
                 entry.attempts += 1;
-                let backoff = Duration::from_secs(1 << entry.attempts.min(6)).min(MAX_BACKOFF);
-                entry.next_attempt = Some(Instant::now() + backoff / 2);
+                entry.next_attempt = Some(Instant::now() + entry.backoff.next_delay());
                 if let Err(e) = restart_link(api, vhost, name, Some(decl), defined).await {
                     entry.last_error = e.to_string();
                 }

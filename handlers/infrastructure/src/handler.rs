@@ -92,7 +92,7 @@ impl DataHandler for InfraHandler {
                 self.poller.touch().await;
                 let mut names = match self.poller.observed.children(&Uri::root()) {
                     Ok(names) => names,
-                    Err(e) if e.code() == "remote_error" => Vec::new(),
+                    Err(e) if e.is(dmtree_core::ErrorCode::RemoteError) => Vec::new(),
                     Err(e) => return Err(e),
                 };
                 names.push(POLLER.into());

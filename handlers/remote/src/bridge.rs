@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use dmtree_core::via::{INSTANCE_HEADER, REVISION_HEADER};
 use dmtree_core::{ChangeSink, EventDraft, EventKind, Format, Uri, UriLimits, Value, Via, error_chain};
 use futures::StreamExt as _;
 use reqwest::Method;
@@ -19,10 +20,6 @@ use crate::link::{Link, encode};
 use crate::remote::Shared;
 use crate::sse::{SseFrame, SseReader};
 
-/// The header naming the instance that answers.
-pub const INSTANCE_HEADER: &str = "Dmtree-Instance";
-/// The header of an event stream giving the revision it starts after.
-pub const REVISION_HEADER: &str = "Dmtree-Revision";
 /// The remote sends a keep-alive every 15 s; silence for longer means the connection is dead.
 const IDLE: Duration = Duration::from_secs(45);
 const FIRST_RETRY: Duration = Duration::from_millis(200);
@@ -33,7 +30,7 @@ pub async fn run(shared: Arc<Shared>, sink: ChangeSink) {
     let pattern =
         if link.spec.remote_uri.is_root() { "./**".to_owned() } else { format!("{}/**", link.spec.remote_uri) };
     let path = format!("/events?uri={}", encode(&pattern));
-    let mut retry = FIRST_RETRY;
+    let mut retry = dmtree_core::Backoff::new(FIRST_RETRY, MAX_RETRY);
     loop {
         // Not on behalf of any request: the path is just us.
         let mut req =
@@ -46,7 +43,7 @@ pub async fn run(shared: Arc<Shared>, sink: ChangeSink) {
             Ok(resp) if resp.status().is_success() => {
                 link.succeeded(started.elapsed());
                 *link.stats.bridge.lock() = "connected".into();
-                retry = FIRST_RETRY;
+                retry.reset();
                 let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
                 let remote = header(INSTANCE_HEADER);
                 // From the first connection on, the position is known, so nothing is missed later.
@@ -71,8 +68,7 @@ pub async fn run(shared: Arc<Shared>, sink: ChangeSink) {
                 link.failed(format!("event stream: {}", error_chain(&e)));
             }
         }
-        tokio::time::sleep(retry).await;
-        retry = (retry * 2).min(MAX_RETRY);
+        retry.wait().await;
     }
 }
 

@@ -14,7 +14,6 @@ mod remote;
 mod spec;
 pub mod sse;
 
-pub use bridge::{INSTANCE_HEADER, REVISION_HEADER};
-pub use link::{Local, VIA_HEADER, encode};
+pub use link::{Local, encode};
 pub use remote::RemoteHandler;
 pub use spec::{Credentials, RemoteSpec, SpecError};

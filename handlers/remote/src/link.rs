@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use dmtree_core::{DmtError, Result, Uri, Via, error_chain};
+use dmtree_core::via::VIA_HEADER;
+use dmtree_core::{DmtError, ErrorCode, Result, Uri, Via, error_chain};
 use parking_lot::Mutex;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{Value as Json, json};
@@ -15,29 +16,6 @@ use tokio::time::Instant;
 
 use crate::breaker::Breaker;
 use crate::spec::RemoteSpec;
-
-/// Errors the remote may answer that mean the same here; anything else is a `remote_error`.
-const PASSED_THROUGH: &[&str] = &[
-    "permission_denied",
-    "metadata_mismatch",
-    "command_not_allowed",
-    "method_not_allowed",
-    "invalid_uri",
-    "uri_too_long",
-    "invalid_data",
-    "invalid_json",
-    "invalid_parameter",
-    "outside_session",
-    "precondition_failed",
-    "limit_exceeded",
-    "body_too_large",
-    "feature_not_supported",
-    "concurrent_access",
-    "transaction_error",
-    "loop_detected",
-    "session_not_found",
-    "remote_error",
-];
 
 #[derive(Default)]
 pub struct Stats {
@@ -51,9 +29,6 @@ pub struct Stats {
     last_error: Mutex<Option<(String, String)>>,
     pub bridge: Mutex<String>,
 }
-
-/// The header carrying the instances a request came through.
-pub const VIA_HEADER: &str = "Dmtree-Via";
 
 /// This server, as the federation knows it.
 #[derive(Debug, Clone)]
@@ -199,21 +174,22 @@ impl Link {
 
 /// The remote's error answer as the same error here, about the local path.
 pub fn remote_error(path: &Uri, status: StatusCode, body: &Json) -> DmtError {
-    let code = body["error"]["code"].as_str().unwrap_or("");
     let message = body["error"]["message"].as_str().unwrap_or("").to_owned();
-    let uri = path.to_string();
-    match code {
-        // The tree tells missing nodes apart, so this one keeps its variant.
-        "node_not_found" => DmtError::NodeNotFound { uri },
-        "node_already_exists" => DmtError::NodeAlreadyExists { uri },
+    match body["error"]["code"].as_str().and_then(ErrorCode::parse) {
+        // The tree tells missing nodes apart, so these keep their meaning (with local URIs).
+        Some(ErrorCode::NodeNotFound) => DmtError::not_found(path),
+        Some(ErrorCode::NodeAlreadyExists) => DmtError::exists(path),
         // The mount's credentials, not the caller's: the caller cannot fix it.
-        "authentication_required" | "invalid_token" => {
-            DmtError::RemoteError { uri, reason: format!("the remote refused this mount's credentials: {message}") }
+        Some(ErrorCode::AuthenticationRequired | ErrorCode::InvalidToken) => {
+            DmtError::remote(path, format!("the remote refused this mount's credentials: {message}"))
         }
-        _ => match PASSED_THROUGH.iter().find(|c| **c == code) {
-            Some(code) => DmtError::Forwarded { code, uri, message },
-            None => DmtError::RemoteError { uri, reason: format!("the remote answered {status}: {body}") },
-        },
+        // The remote's own trouble is a remote error here.
+        Some(ErrorCode::RouteNotFound | ErrorCode::InternalError | ErrorCode::DataStoreFailure) | None => {
+            DmtError::remote(path, format!("the remote answered {status}: {body}"))
+        }
+        Some(ErrorCode::TooManyStreams) => DmtError::remote(path, message),
+        // What the caller asked for means the same there as here.
+        Some(code) => DmtError::new(code, path.to_string(), message),
     }
 }
 
@@ -239,11 +215,11 @@ mod tests {
         let here = Uri::from_key("sites\0b\0x");
         let answer = |code: &str| json!({"error": {"code": code, "uri": "./x", "message": "m"}});
         let e = remote_error(&here, StatusCode::PRECONDITION_FAILED, &answer("precondition_failed"));
-        assert_eq!((e.code(), e.uri(), e.to_string().as_str()), ("precondition_failed", "./sites/b/x", "m"));
-        assert!(matches!(
-            remote_error(&here, StatusCode::NOT_FOUND, &answer("node_not_found")),
-            DmtError::NodeNotFound { .. }
-        ));
+        assert_eq!((e.code().as_str(), e.uri(), e.to_string().as_str()), ("precondition_failed", "./sites/b/x", "m"));
+        assert_eq!(
+            remote_error(&here, StatusCode::NOT_FOUND, &answer("node_not_found")).code(),
+            ErrorCode::NodeNotFound
+        );
         assert_eq!(remote_error(&here, StatusCode::UNAUTHORIZED, &answer("invalid_token")).code(), "remote_error");
         assert_eq!(remote_error(&here, StatusCode::IM_A_TEAPOT, &json!("?")).code(), "remote_error");
     }

@@ -101,8 +101,8 @@ impl RemoteHandler {
                 format!("{} answered {status} to a grant check: not a dmtree with federation", link.spec.url),
             )),
             Ok((status, body)) => Err(crate::link::remote_error(at, status, &body)),
-            Err(DmtError::RemoteError { reason, .. }) => {
-                Err(DmtError::invalid_data(at, format!("cannot reach the remote: {reason}")))
+            Err(e) if e.is(dmtree_core::ErrorCode::RemoteError) => {
+                Err(DmtError::invalid_data(at, format!("cannot reach the remote: {}", e.message)))
             }
             Err(e) => Err(e),
         }

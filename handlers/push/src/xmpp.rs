@@ -107,20 +107,12 @@ impl XmppLink {
 
     /// Sends `body` to `to`; resolves once the server acked it (or, without
     /// stream management, once written).
-    async fn deliver(&self, to: Jid, body: String) -> Result<(), String> {
+    pub async fn deliver(&self, to: Jid, body: String) -> Result<(), String> {
         if !self.online.load(Ordering::Acquire) {
             return Err(format!("xmpp session is not online ({})", self.state.lock()));
         }
         let mut sink = XmppSink { tx: self.tx.clone(), to, acks: self.acks.load(Ordering::Acquire) };
         sink.send(0, body.into_bytes(), "").await?.await
-    }
-}
-
-#[async_trait]
-impl dmtree_context_store::propagate::Relay for XmppLink {
-    async fn send(&self, to: &str, body: String) -> Result<(), String> {
-        let to: Jid = to.parse().map_err(|e| format!("invalid jid {to:?}: {e}"))?;
-        self.deliver(to, body).await
     }
 }
 

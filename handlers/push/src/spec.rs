@@ -65,19 +65,24 @@ impl SubscriptionSpec {
     }
 }
 
-/// The body of `POST /tree/subscriptions`.
-#[derive(Debug, Deserialize)]
+/// The body of `POST /tree/subscriptions` (the CLI sends this very type).
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Request {
-    id: Option<String>,
-    pattern: String,
-    #[serde(default)]
-    kinds: Vec<String>,
-    sample_ms: Option<u64>,
-    since: Option<u64>,
-    transport: String,
-    queue: Option<String>,
-    jid: Option<String>,
+pub struct Request {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub pattern: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kinds: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
+    pub transport: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jid: Option<String>,
 }
 
 /// Which transports this server has configured.

@@ -1,4 +1,6 @@
-//! dmtree's embedded state, in one SQLite database in the data directory:
+//! The server's state store: everything a dmtree server keeps across restarts,
+//! in one SQLite database in its data directory. It lives among the handlers
+//! because one of its parts is a handler; the rest is the server's own state:
 //!
 //! - [`ConfigStore`], the built-in read-write handler (usually at `./config`),
 //!   served from memory and written through to SQLite;

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use dmtree_config_store::{SqliteState, StoredSubscription};
 use dmtree_core::{DmtError, Permission, Principal, Tree, Uri};
+use dmtree_state::{SqliteState, StoredSubscription};
 use parking_lot::{Mutex, RwLock};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};

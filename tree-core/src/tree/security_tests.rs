@@ -132,7 +132,7 @@ async fn writes_check_permission_before_existence_and_versions() {
     let v = tree.read(&Caller::new(&admin), &u("./sites/a/s"), 0).await.unwrap().node.unwrap().props.version;
     for who in [&bob, &anon] {
         let empty = tree.put(&Caller::new(who), &u("./sites/a/s"), Write::default()).await.unwrap_err();
-        assert!(matches!(empty.code(), "permission_denied" | "authentication_required"), "{empty}");
+        assert!(matches!(empty.code().as_str(), "permission_denied" | "authentication_required"), "{empty}");
         for versions in [Versions::List(vec![v]), Versions::List(vec![v + 1])] {
             let pre = Precondition { if_match: Some(versions), if_none_match: None };
             let err = tree.delete(&Caller::new(who), &u("./sites/a/s"), pre.clone()).await.unwrap_err();

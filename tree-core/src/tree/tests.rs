@@ -93,7 +93,7 @@ fn leaf(v: i64) -> Write {
 async fn value(tree: &Tree, uri: &str) -> Option<Value> {
     match tree.read(&Caller::new(&admin()), &u(uri), 0).await {
         Ok(v) => v.node.and_then(|n| n.value),
-        Err(DmtError::NodeNotFound { .. }) => None,
+        Err(e) if e.is(crate::error::ErrorCode::NodeNotFound) => None,
         Err(e) => panic!("{e}"),
     }
 }

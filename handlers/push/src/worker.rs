@@ -103,7 +103,7 @@ pub struct Limits {
 /// Runs until the subscription is cancelled.
 pub async fn run(tree: Arc<Tree>, sub: Arc<Subscription>, connector: Arc<dyn Connector>, limits: Limits) {
     let mut cancel = sub.cancelled();
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = dmtree_core::Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
     loop {
         if *cancel.borrow() {
             return;
@@ -116,7 +116,7 @@ pub async fn run(tree: Arc<Tree>, sub: Arc<Subscription>, connector: Arc<dyn Con
         let error = match opened {
             Ok(mut sink) => {
                 sub.set_state("connected");
-                backoff = FIRST_BACKOFF;
+                backoff.reset();
                 let mut feed = tree.subscribe(sub.spec.principal(), sub.spec.filter(), sub.position(), limits.buffer);
                 tokio::select! {
                     _ = cancel.changed() => return,
@@ -125,13 +125,13 @@ pub async fn run(tree: Arc<Tree>, sub: Arc<Subscription>, connector: Arc<dyn Con
             }
             Err(e) => e,
         };
-        tracing::warn!(subscription = %sub.spec.id, error = %error, retry_ms = backoff.as_millis() as u64, "push transport failed; will resume");
+        let delay = backoff.next_delay();
+        tracing::warn!(subscription = %sub.spec.id, error = %error, retry_ms = delay.as_millis() as u64, "push transport failed; will resume");
         sub.set_state(&format!("retrying: {error}"));
         tokio::select! {
             _ = cancel.changed() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(delay) => {}
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 

@@ -1,0 +1,619 @@
+//! The write engine: permission gates, the implicit or session transaction,
+//! each operation planned node by node against ACLs and meta, two-phase
+//! commit with ACLs and events staged in the same durable transaction.
+
+use super::*;
+
+impl Tree {
+    /// The cheap first gate of a write, on ACLs alone: the caller holds a
+    /// right the operation needs. The full checks still follow, per node.
+    pub(super) fn may_attempt(&self, principal: &Principal, op: &WriteOp) -> Result<()> {
+        let acls = self.acls.read();
+        let parent = |u: &Uri| u.parent().unwrap_or_default();
+        let (uri, perm, allowed) = match op {
+            WriteOp::Put(u, w) => {
+                let acl_only = w.content.is_none() && w.props.is_empty() && w.acl.is_some();
+                let ok = acls.permits(u, principal, Permission::Replace)
+                    || acls.permits(&parent(u), principal, Permission::Add)
+                    || (acl_only && acls.permits(&parent(u), principal, Permission::Replace));
+                (u, Permission::Replace, ok)
+            }
+            WriteOp::Patch(u, ..) => {
+                let ok = acls.permits(u, principal, Permission::Replace) || acls.permits(u, principal, Permission::Add);
+                (u, Permission::Replace, ok)
+            }
+            WriteOp::Add(u, ..) => (u, Permission::Add, acls.permits(&parent(u), principal, Permission::Add)),
+            WriteOp::Create(u, _) => (u, Permission::Add, acls.permits(u, principal, Permission::Add)),
+            WriteOp::Delete(u, _) => (u, Permission::Delete, acls.permits(u, principal, Permission::Delete)),
+            WriteOp::Rename(u, _) => (u, Permission::Replace, acls.permits(u, principal, Permission::Replace)),
+            WriteOp::Exec(u, _) => (u, Permission::Exec, acls.permits(u, principal, Permission::Exec)),
+            WriteOp::Copy(from, to) => {
+                let ok = acls.permits(from, principal, Permission::Get)
+                    && acls.permits(&parent(to), principal, Permission::Add);
+                (to, Permission::Add, ok)
+            }
+        };
+        if allowed { Ok(()) } else { Err(DmtError::denied(uri, principal, perm)) }
+    }
+
+    /// Before looking a node up for a caller that may not read it: refuses
+    /// unless `perm` is granted, so whether the node exists (and its version)
+    /// never shows in the answer.
+    pub(super) fn require_blind(
+        &self,
+        principal: &Principal,
+        uri: &Uri,
+        governing: &Uri,
+        perm: Permission,
+    ) -> Result<()> {
+        let acls = self.acls.read();
+        if acls.permits(uri, principal, Permission::Get) || acls.permits(governing, principal, perm) {
+            Ok(())
+        } else {
+            Err(DmtError::denied(governing, principal, perm))
+        }
+    }
+
+    /// Creates or replaces a node (RESTCONF PUT). Missing ancestors are created.
+    pub async fn put(self: &Arc<Self>, caller: &Caller<'_>, uri: &Uri, write: Write) -> Result<WriteOutcome> {
+        self.written(self.write(caller, WriteOp::Put(uri.clone(), write)).await?)
+    }
+
+    /// Adds a child under an existing `parent` (RESTCONF POST).
+    pub async fn add_child(
+        self: &Arc<Self>,
+        caller: &Caller<'_>,
+        parent: &Uri,
+        name: &str,
+        content: Content,
+        write: Write,
+    ) -> Result<WriteOutcome> {
+        let uri = parent.child(name, self.limits())?;
+        self.written(self.write(caller, WriteOp::Add(uri, content, write)).await?)
+    }
+
+    /// Sets several leaves under `base`, all or nothing.
+    pub async fn patch(
+        self: &Arc<Self>,
+        caller: &Caller<'_>,
+        base: &Uri,
+        leaves: Vec<(Uri, Value)>,
+        pre: Precondition,
+    ) -> Result<WriteOutcome> {
+        self.written(self.write(caller, WriteOp::Patch(base.clone(), leaves, pre)).await?)
+    }
+
+    pub async fn delete(self: &Arc<Self>, caller: &Caller<'_>, uri: &Uri, pre: Precondition) -> Result<()> {
+        self.write(caller, WriteOp::Delete(uri.clone(), pre)).await.map(drop)
+    }
+
+    pub async fn rename(self: &Arc<Self>, caller: &Caller<'_>, uri: &Uri, new_name: &str) -> Result<WriteOutcome> {
+        self.written(self.write(caller, WriteOp::Rename(uri.clone(), new_name.to_owned())).await?)
+    }
+
+    pub async fn copy(self: &Arc<Self>, caller: &Caller<'_>, from: &Uri, to: &Uri) -> Result<WriteOutcome> {
+        self.written(self.write(caller, WriteOp::Copy(from.clone(), to.clone())).await?)
+    }
+
+    pub async fn exec(self: &Arc<Self>, caller: &Caller<'_>, uri: &Uri, data: Option<Json>) -> Result<Json> {
+        match self.write(caller, WriteOp::Exec(uri.clone(), data)).await? {
+            OpResult::Exec(out) => Ok(out),
+            _ => Err(DmtError::transaction(uri, "exec produced no result")),
+        }
+    }
+
+    /// Creates a child of `parent` from a representation, if its handler keeps
+    /// such a collection there; `None` means "add it as an ordinary node".
+    pub async fn create(
+        self: &Arc<Self>,
+        caller: &Caller<'_>,
+        parent: &Uri,
+        request: Json,
+    ) -> Result<Option<WriteOutcome>> {
+        match self.write(caller, WriteOp::Create(parent.clone(), request)).await? {
+            OpResult::Written(w) => Ok(Some(w)),
+            _ => Ok(None),
+        }
+    }
+
+    pub(super) fn written(&self, r: OpResult) -> Result<WriteOutcome> {
+        match r {
+            OpResult::Written(w) => Ok(w),
+            _ => Err(DmtError::transaction(&Uri::root(), "the operation produced no node")),
+        }
+    }
+
+    pub(super) fn next_tx(&self) -> TxId {
+        TxId(self.next_tx.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Runs a write to completion in its own task, even if the caller goes
+    /// away: a transaction cut off between prepare and commit would leave a
+    /// handler holding its store.
+    pub(super) async fn write(self: &Arc<Self>, caller: &Caller<'_>, op: WriteOp) -> Result<OpResult> {
+        let tree = self.clone();
+        let principal = caller.principal.clone();
+        let session = caller.session.map(str::to_owned);
+        // The federation path goes with the write into its task.
+        let via = crate::via::Via::current();
+        finish(tokio::spawn(
+            via.scope(async move { tree.write_now(&Caller::new(&principal).in_session(session.as_deref()), op).await }),
+        ))
+        .await
+    }
+
+    /// Runs a write in the caller's session, or in its own locked transaction.
+    pub(super) async fn write_now(&self, caller: &Caller<'_>, op: WriteOp) -> Result<OpResult> {
+        // Refused before any lock is taken: a caller without rights must not
+        // wait on (and so learn of) someone else's session, nor hold a lock.
+        self.may_attempt(caller.principal, &op)?;
+        // Mount points are fixed: no need to wait for a lock to refuse.
+        if let WriteOp::Delete(uri, _) | WriteOp::Rename(uri, _) = &op {
+            self.refuse_mounts_within(uri)?;
+        }
+        let scope = op.scope();
+        let Some(id) = caller.session else {
+            let _lock = self.locks.acquire(&scope, true, self.config.lock_timeout).await?;
+            let mut tx = TxState::new(self.next_tx(), caller.principal.clone(), None);
+            let result = self.run_in(&mut tx, op).await?;
+            return self.committed(caller.principal, result).await;
+        };
+        let session = self.session(caller.principal, id)?;
+        if !session.info.root.is_prefix_of(&scope) {
+            return Err(DmtError::outside_session(&scope, &session.info.root));
+        }
+        let mut state = session.state.lock().await;
+        match &mut *state {
+            SessionState::PerOperation if session.info.mode == LockMode::Shared => {
+                Err(DmtError::not_allowed(&scope, "a shared session is read-only"))
+            }
+            SessionState::PerOperation => {
+                let mut tx = TxState::new(self.next_tx(), caller.principal.clone(), Some(id.to_owned()));
+                let result = self.run_in(&mut tx, op).await?;
+                self.committed(caller.principal, result).await
+            }
+            SessionState::Invalid(why) => {
+                Err(DmtError::transaction(&scope, format!("the session was rolled back: {why}")))
+            }
+            SessionState::Atomic(tx) => match self.run_op(tx, op).await {
+                Ok(r) => Ok(r),
+                Err(e) => {
+                    // DMT Admin: a failed atomic session leaves no trace and becomes invalid.
+                    let SessionState::Atomic(tx) = std::mem::replace(&mut *state, SessionState::Invalid(e.to_string()))
+                    else {
+                        unreachable!("matched Atomic above")
+                    };
+                    self.abort(tx).await;
+                    Err(e)
+                }
+            },
+        }
+    }
+
+    /// Handlers assign versions at commit; report the committed one.
+    pub(super) async fn committed(&self, principal: &Principal, result: OpResult) -> Result<OpResult> {
+        match result {
+            OpResult::Written(mut out) if out.version > 0 => {
+                out.version = self.lookup(principal, None, &out.uri).await?.map_or(0, |n| n.props.version);
+                Ok(OpResult::Written(out))
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// One operation as its own transaction: commit on success, roll back on error.
+    pub(super) async fn run_in(&self, tx: &mut TxState, op: WriteOp) -> Result<OpResult> {
+        match self.run_op(tx, op).await {
+            Ok(r) => {
+                let tx = std::mem::replace(tx, TxState::new(TxId(0), Principal::Anonymous, None));
+                self.commit_tx(tx).await?;
+                Ok(r)
+            }
+            Err(e) => {
+                let tx = std::mem::replace(tx, TxState::new(TxId(0), Principal::Anonymous, None));
+                self.abort(tx).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Two-phase commit across the touched handlers, then ACLs, then events.
+    pub(super) async fn commit_tx(&self, tx: TxState) -> Result<()> {
+        for m in &tx.touched {
+            if let Err(e) = m.handler.prepare(tx.id).await {
+                tracing::warn!(error = %e, mount = %m.at, "prepare failed; rolling back");
+                let at = m.at.clone();
+                self.abort(tx).await;
+                return Err(DmtError::transaction(&at, format!("prepare failed at {at}: {e}")));
+            }
+        }
+        // The changes, their ACLs and their events become durable together.
+        if !tx.acls.is_empty() || !tx.events.is_empty() {
+            let pending: Vec<Event> = tx.events.iter().map(EventDraft::pending).collect();
+            if let Err(e) = self.store.stage(tx.id, &tx.acls, &pending).await {
+                self.abort(tx).await;
+                return Err(e);
+            }
+        }
+        // New ACLs are in force before the data they guard becomes visible.
+        let undo = self.apply_acls(&tx.acls)?;
+        for m in &tx.touched {
+            if let Err(e) = m.handler.commit(tx.id).await {
+                tracing::error!(error = %e, mount = %m.at, "commit failed after prepare");
+                self.apply_acls(&undo)?;
+                return Err(DmtError::transaction(&m.at, format!("commit failed at {}: {e}", m.at)));
+            }
+        }
+        if !tx.events.is_empty() {
+            self.log.append_settling(tx.events, vec![tx.id]).await;
+        }
+        Ok(())
+    }
+
+    /// Applies ACL changes in memory; returns the changes that undo them.
+    pub(super) fn apply_acls(&self, changes: &[(Uri, Option<Acl>)]) -> Result<Vec<(Uri, Option<Acl>)>> {
+        let mut acls = self.acls.write();
+        let mut undo = Vec::with_capacity(changes.len());
+        for (uri, acl) in changes {
+            undo.push((uri.clone(), acls.own(uri).map(|a| (*a).clone())));
+            acls.set(uri, acl.clone()).map_err(|e| DmtError::from_acl(uri, e))?;
+        }
+        undo.reverse();
+        Ok(undo)
+    }
+
+    /// An event draft that also carries the ACLs governing its URIs now,
+    /// before the transaction's changes: a deleted or renamed node's events
+    /// keep the rights of the node they were about.
+    pub(super) fn draft(&self, kind: EventKind, uri: &Uri, to: Option<&Uri>) -> EventDraft {
+        let acls = self.acls.read();
+        let mut draft = EventDraft::new(kind, uri.clone()).readable_under(acls.effective(uri));
+        if let Some(to) = to {
+            draft = draft.to(to.clone()).readable_under(acls.effective(to));
+        }
+        draft
+    }
+
+    pub(super) async fn abort(&self, tx: TxState) {
+        for m in &tx.touched {
+            m.handler.rollback(tx.id).await;
+        }
+    }
+
+    pub(super) async fn run_op(&self, tx: &mut TxState, op: WriteOp) -> Result<OpResult> {
+        match op {
+            WriteOp::Put(uri, write) => self.op_put(tx, &uri, write).await.map(OpResult::Written),
+            WriteOp::Add(uri, content, write) => {
+                let parent = uri.parent().ok_or_else(|| DmtError::exists(&uri))?;
+                self.require(&tx.principal, &parent, Permission::Add)?;
+                if self.lookup(&tx.principal, Some(tx.id), &parent).await?.is_none() {
+                    return Err(DmtError::not_found(&parent));
+                }
+                if self.lookup(&tx.principal, Some(tx.id), &uri).await?.is_some() {
+                    return Err(DmtError::exists(&uri));
+                }
+                let write = Write { content: Some(content), ..write };
+                self.op_put(tx, &uri, write).await.map(OpResult::Written)
+            }
+            WriteOp::Patch(base, leaves, pre) => {
+                self.require_blind(&tx.principal, &base, &base, Permission::Replace)?;
+                let node = self.lookup(&tx.principal, Some(tx.id), &base).await?;
+                pre.check(&base, node.as_ref())?;
+                for (rel, value) in leaves {
+                    let uri = base.join_uri(&rel, self.limits())?;
+                    self.op_put(tx, &uri, Write { content: Some(Content::Leaf(value)), ..Write::default() }).await?;
+                }
+                self.outcome(tx, &base, node.is_none()).await.map(OpResult::Written)
+            }
+            WriteOp::Delete(uri, pre) => {
+                // Permission first: a missing node and a forbidden one answer alike.
+                self.require(&tx.principal, &uri, Permission::Delete)?;
+                let node = self.lookup(&tx.principal, Some(tx.id), &uri).await?;
+                pre.check(&uri, node.as_ref())?;
+                if node.is_none() {
+                    return Err(DmtError::not_found(&uri));
+                }
+                self.delete_node(tx, &uri).await?;
+                Ok(OpResult::Written(WriteOutcome { uri, created: false, version: 0 }))
+            }
+            WriteOp::Rename(uri, name) => self.op_rename(tx, &uri, &name).await.map(OpResult::Written),
+            WriteOp::Copy(from, to) => self.op_copy(tx, &from, &to).await.map(OpResult::Written),
+            WriteOp::Exec(uri, data) => self.op_exec(tx, &uri, data).await.map(OpResult::Exec),
+            WriteOp::Create(parent, request) => self.op_create(tx, &parent, &request).await,
+        }
+    }
+
+    pub(super) async fn op_create(&self, tx: &mut TxState, parent: &Uri, request: &Json) -> Result<OpResult> {
+        self.require(&tx.principal, parent, Permission::Add)?;
+        let Route::Mounted(mount, rel) = self.route(parent) else { return Ok(OpResult::NotCreated) };
+        // Touched before the call: a handler that fails half-way is rolled back too.
+        tx.touch(&mount);
+        let cx = Self::cx(&tx.principal, Some(tx.id), &mount);
+        let Some(name) = mount.handler.create(cx, &rel, request).await.map_err(|e| e.with_uri(parent))? else {
+            return Ok(OpResult::NotCreated);
+        };
+        let uri = parent.join_name(&name);
+        tx.record(&mount, self.draft(EventKind::Added, &uri, None));
+        Ok(OpResult::Written(WriteOutcome { uri, created: true, version: 0 }))
+    }
+
+    pub(super) async fn outcome(&self, tx: &TxState, uri: &Uri, created: bool) -> Result<WriteOutcome> {
+        let version = self.lookup(&tx.principal, Some(tx.id), uri).await?.map_or(0, |n| n.props.version);
+        Ok(WriteOutcome { uri: uri.clone(), created, version })
+    }
+
+    pub(super) fn op_put<'a>(
+        &'a self,
+        tx: &'a mut TxState,
+        uri: &'a Uri,
+        write: Write,
+    ) -> BoxFuture<'a, Result<WriteOutcome>> {
+        Box::pin(async move {
+            // DMT Admin: an ACL is changed with Replace on the parent (the root's on itself).
+            let acl_only = write.content.is_none() && write.props.is_empty() && write.acl.is_some();
+            let governing = if acl_only { uri.parent().unwrap_or_default() } else { uri.clone() };
+            self.require_blind(&tx.principal, uri, &governing, Permission::Replace)?;
+            let existing = self.lookup(&tx.principal, Some(tx.id), uri).await?;
+            // Permission before preconditions, so versions cannot be probed.
+            match (&existing, uri.parent()) {
+                (Some(_), _) => self.require(&tx.principal, &governing, Permission::Replace)?,
+                (None, Some(parent)) => self.require(&tx.principal, &parent, Permission::Add)?,
+                (None, None) => {}
+            }
+            write.precondition.check(uri, existing.as_ref())?;
+            let created = existing.is_none();
+            match (write.content, existing.as_ref().map(|n| n.kind)) {
+                (Some(Content::Leaf(v)), Some(NodeKind::Leaf)) => self.replace_value(tx, uri, v).await?,
+                (Some(Content::Leaf(_)), Some(NodeKind::Interior)) => {
+                    return Err(DmtError::not_allowed(
+                        uri,
+                        format!("{uri} is an interior node; delete it before giving it a value"),
+                    ));
+                }
+                (Some(Content::Interior(_)), Some(NodeKind::Leaf)) => {
+                    return Err(DmtError::not_allowed(
+                        uri,
+                        format!("{uri} is a leaf; delete it before giving it children"),
+                    ));
+                }
+                (Some(Content::Interior(children)), Some(NodeKind::Interior)) => {
+                    for name in self.child_names(&tx.principal, Some(tx.id), uri).await? {
+                        self.delete_node(tx, &uri.join_name(&name)).await?;
+                    }
+                    self.add_children(tx, uri, children).await?;
+                }
+                (content, None) => {
+                    self.ensure_ancestors(tx, uri).await?;
+                    match content {
+                        Some(Content::Leaf(v)) => self.add_node(tx, uri, NewNode::Leaf(v)).await?,
+                        Some(Content::Interior(children)) => {
+                            self.add_node(tx, uri, NewNode::Interior).await?;
+                            self.add_children(tx, uri, children).await?;
+                        }
+                        None => self.add_node(tx, uri, NewNode::Interior).await?,
+                    }
+                }
+                (None, Some(_)) => {}
+            }
+            if !write.props.is_empty() {
+                self.set_props(tx, uri, write.props).await?;
+            }
+            if let Some(acl) = write.acl {
+                self.set_acl(tx, uri, acl)?;
+            }
+            self.outcome(tx, uri, created).await
+        })
+    }
+
+    pub(super) async fn add_children(
+        &self,
+        tx: &mut TxState,
+        parent: &Uri,
+        children: Vec<(String, Content)>,
+    ) -> Result<()> {
+        for (name, content) in children {
+            let child = parent.child(&name, self.limits())?;
+            self.op_put(tx, &child, Write { content: Some(content), ..Write::default() }).await?;
+        }
+        Ok(())
+    }
+
+    /// Creates the missing interior ancestors of `uri`, top-down.
+    pub(super) async fn ensure_ancestors(&self, tx: &mut TxState, uri: &Uri) -> Result<()> {
+        let mut missing = Vec::new();
+        let mut cur = uri.parent();
+        while let Some(p) = cur {
+            if self.lookup(&tx.principal, Some(tx.id), &p).await?.is_some() {
+                break;
+            }
+            cur = p.parent();
+            missing.push(p);
+        }
+        for p in missing.into_iter().rev() {
+            self.add_node(tx, &p, NewNode::Interior).await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn add_node(&self, tx: &mut TxState, uri: &Uri, node: NewNode) -> Result<()> {
+        let parent = uri.parent().ok_or_else(|| DmtError::exists(uri))?;
+        self.require(&tx.principal, &parent, Permission::Add)?;
+        let (mount, rel, meta) = self.meta(&tx.principal, Some(tx.id), uri).await?;
+        if rel.is_root() {
+            return Err(DmtError::exists(uri));
+        }
+        let v = |r: std::result::Result<(), crate::meta::MetaViolation>| r.map_err(|e| DmtError::meta(uri, e));
+        v(meta.check_operation(Operation::Add))?;
+        v(meta.check_kind(node.kind()))?;
+        v(meta.check_name(uri.name().unwrap_or_default()))?;
+        if let NewNode::Leaf(value) = &node {
+            v(meta.check_value(value))?;
+        }
+        if meta.max_occurrence.is_some() {
+            let siblings = self.child_names(&tx.principal, Some(tx.id), &parent).await?.len();
+            v(meta.check_occurrence(siblings))?;
+        }
+        self.require_writable(tx, &mount, uri)?;
+        let value = match &node {
+            NewNode::Leaf(v) => Some(v.clone()),
+            NewNode::Interior => None,
+        };
+        tx.touch(&mount);
+        mount
+            .handler
+            .add(Self::cx(&tx.principal, Some(tx.id), &mount), &rel, node)
+            .await
+            .map_err(|e| e.with_uri(uri))?;
+        tx.record(&mount, self.draft(EventKind::Added, uri, None).value(value));
+        Ok(())
+    }
+
+    pub(super) async fn replace_value(&self, tx: &mut TxState, uri: &Uri, value: Value) -> Result<()> {
+        self.require(&tx.principal, uri, Permission::Replace)?;
+        let (mount, rel, meta) = self.meta(&tx.principal, Some(tx.id), uri).await?;
+        meta.check_operation(Operation::Replace).map_err(|e| DmtError::meta(uri, e))?;
+        meta.check_value(&value).map_err(|e| DmtError::meta(uri, e))?;
+        self.require_writable(tx, &mount, uri)?;
+        tx.touch(&mount);
+        let cx = Self::cx(&tx.principal, Some(tx.id), &mount);
+        mount.handler.replace(cx, &rel, value.clone()).await.map_err(|e| e.with_uri(uri))?;
+        tx.record(&mount, self.draft(EventKind::Replaced, uri, None).value(Some(value)));
+        Ok(())
+    }
+
+    pub(super) async fn set_props(&self, tx: &mut TxState, uri: &Uri, patch: PropsPatch) -> Result<()> {
+        self.require(&tx.principal, uri, Permission::Replace)?;
+        let (mount, rel, meta) = self.meta(&tx.principal, Some(tx.id), uri).await?;
+        meta.check_operation(Operation::Replace).map_err(|e| DmtError::meta(uri, e))?;
+        self.require_writable(tx, &mount, uri)?;
+        tx.touch(&mount);
+        let cx = Self::cx(&tx.principal, Some(tx.id), &mount);
+        mount.handler.set_props(cx, &rel, patch).await.map_err(|e| e.with_uri(uri))?;
+        tx.record(&mount, self.draft(EventKind::Replaced, uri, None));
+        Ok(())
+    }
+
+    /// DMT Admin: changing a node's ACL needs Replace on its parent (the root's, on itself).
+    pub(super) fn set_acl(&self, tx: &mut TxState, uri: &Uri, acl: Option<Acl>) -> Result<()> {
+        let governing = uri.parent().unwrap_or_default();
+        self.require(&tx.principal, &governing, Permission::Replace)?;
+        if uri.is_root() && acl.is_none() {
+            return Err(DmtError::not_allowed(uri, "the root must keep an ACL"));
+        }
+        tx.acls.push((uri.clone(), acl));
+        Ok(())
+    }
+
+    pub(super) async fn delete_node(&self, tx: &mut TxState, uri: &Uri) -> Result<()> {
+        self.require(&tx.principal, uri, Permission::Delete)?;
+        self.refuse_mounts_within(uri)?;
+        let (mount, rel, meta) = self.meta(&tx.principal, Some(tx.id), uri).await?;
+        meta.check_operation(Operation::Delete).map_err(|e| DmtError::meta(uri, e))?;
+        self.require_writable(tx, &mount, uri)?;
+        tx.touch(&mount);
+        mount.handler.delete(Self::cx(&tx.principal, Some(tx.id), &mount), &rel).await.map_err(|e| e.with_uri(uri))?;
+        let doomed =
+            self.acls.read().entries().into_iter().filter(|(u, _)| uri.is_prefix_of(u)).map(|(u, _)| (u, None));
+        tx.acls.extend(doomed);
+        tx.record(&mount, self.draft(EventKind::Deleted, uri, None));
+        Ok(())
+    }
+
+    pub(super) async fn op_rename(&self, tx: &mut TxState, uri: &Uri, new_name: &str) -> Result<WriteOutcome> {
+        validate_name(new_name, self.limits())?;
+        let parent = uri.parent().ok_or_else(|| DmtError::not_allowed(uri, "the root cannot be renamed"))?;
+        let to = parent.child(new_name, self.limits())?;
+        self.require(&tx.principal, uri, Permission::Replace)?;
+        self.refuse_mounts_within(uri)?;
+        let (mount, rel, meta) = self.meta(&tx.principal, Some(tx.id), uri).await?;
+        meta.check_operation(Operation::Replace).map_err(|e| DmtError::meta(uri, e))?;
+        meta.check_name(new_name).map_err(|e| DmtError::meta(uri, e))?;
+        self.require_writable(tx, &mount, uri)?;
+        if rel.is_root() {
+            return Err(DmtError::not_allowed(uri, "a mount point cannot be renamed"));
+        }
+        tx.touch(&mount);
+        mount
+            .handler
+            .rename(Self::cx(&tx.principal, Some(tx.id), &mount), &rel, new_name)
+            .await
+            .map_err(|e| e.with_uri(uri))?;
+        let moved: Vec<_> = self.acls.read().entries().into_iter().filter(|(u, _)| uri.is_prefix_of(u)).collect();
+        for (old, acl) in moved {
+            let new = old.rebase(uri, &to).unwrap_or_else(|| to.clone());
+            tx.acls.push((old, None));
+            tx.acls.push((new, Some((*acl).clone())));
+        }
+        tx.record(&mount, self.draft(EventKind::Renamed, uri, Some(&to)));
+        self.outcome(tx, &to, true).await
+    }
+
+    pub(super) async fn op_copy(&self, tx: &mut TxState, from: &Uri, to: &Uri) -> Result<WriteOutcome> {
+        self.require(&tx.principal, from, Permission::Get)?;
+        let parent = to.parent().ok_or_else(|| DmtError::exists(to))?;
+        self.require(&tx.principal, &parent, Permission::Add)?;
+        let (mount, from_rel, _) = self.meta(&tx.principal, Some(tx.id), from).await?;
+        let (to_mount, to_rel, meta) = self.meta(&tx.principal, Some(tx.id), to).await?;
+        if !Arc::ptr_eq(&mount, &to_mount) {
+            return Err(DmtError::unsupported(to, "copy works within one handler"));
+        }
+        meta.check_operation(Operation::Add).map_err(|e| DmtError::meta(to, e))?;
+        self.require_writable(tx, &mount, to)?;
+        tx.touch(&mount);
+        let cx = Self::cx(&tx.principal, Some(tx.id), &mount);
+        mount.handler.copy(cx, &from_rel, &to_rel).await.map_err(|e| e.with_uri(to))?;
+        tx.acls.extend(self.copied_acls(from, to, &parent));
+        tx.record(&mount, self.draft(EventKind::Copied, from, Some(to)));
+        self.outcome(tx, to, true).await
+    }
+
+    /// A copy carries the source's ACLs, narrowed to what the destination
+    /// grants: it is never open to anyone who could not use both the source
+    /// and the destination (a secret leaf copied under a public parent stays secret).
+    pub(super) fn copied_acls(&self, from: &Uri, to: &Uri, to_parent: &Uri) -> Vec<(Uri, Option<Acl>)> {
+        let acls = self.acls.read();
+        let destination = acls.effective(to_parent);
+        let mut carried = vec![(to.clone(), Some(acls.effective(from).intersect(&destination)))];
+        for (uri, acl) in acls.entries() {
+            if from.is_prefix_of(&uri)
+                && uri != *from
+                && let Some(rebased) = uri.rebase(from, to)
+            {
+                carried.push((rebased, Some(acl.intersect(&destination))));
+            }
+        }
+        carried
+    }
+
+    pub(super) async fn op_exec(&self, tx: &mut TxState, uri: &Uri, data: Option<Json>) -> Result<Json> {
+        self.require(&tx.principal, uri, Permission::Exec)?;
+        let (mount, rel, meta) = self.meta(&tx.principal, Some(tx.id), uri).await?;
+        meta.check_operation(Operation::Exec).map_err(|e| DmtError::meta(uri, e))?;
+        let out = mount
+            .handler
+            .exec(Self::cx(&tx.principal, Some(tx.id), &mount), &rel, data)
+            .await
+            .map_err(|e| e.with_uri(uri))?;
+        tx.record(&mount, self.draft(EventKind::Exec, uri, None));
+        Ok(out)
+    }
+
+    /// Atomic sessions may only write to handlers that can roll back.
+    pub(super) fn require_writable(&self, tx: &TxState, mount: &Mount, uri: &Uri) -> Result<()> {
+        if tx.atomic && !mount.handler.transactional() {
+            return Err(DmtError::unsupported(
+                uri,
+                format!("the {} handler cannot join atomic sessions", mount.handler.kind()),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) fn refuse_mounts_within(&self, uri: &Uri) -> Result<()> {
+        let table = self.mounts.load();
+        if table.iter().any(|m| uri.is_prefix_of(&m.at)) {
+            return Err(DmtError::not_allowed(uri, format!("{uri} is or contains a mount point; unmount it instead")));
+        }
+        Ok(())
+    }
+}
