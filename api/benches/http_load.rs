@@ -10,6 +10,8 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
+use common::load::{connect, rss_kib, send};
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,11 +22,10 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::Full;
 use hyper::Request;
 use parking_lot::RwLock;
 use serde_json::json;
-use tokio::net::TcpStream;
 
 const LEAF: &str = "/tree/config/bench/leaf";
 
@@ -201,16 +202,6 @@ end
     Wrk { rps: field("Requests/sec:").parse().unwrap_or(0.0), p50: field("50%"), p99: field("99%"), errors }
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 #[derive(Clone, Copy)]
 enum Method {
     Get,
@@ -246,17 +237,6 @@ impl Report {
     }
 }
 
-type Conn = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
-
-async fn connect(addr: &str) -> Conn {
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    stream.set_nodelay(true).expect("nodelay");
-    let (send, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
-    tokio::spawn(conn);
-    send
-}
-
 fn get_request(addr: &str) -> Request<Full<Bytes>> {
     Request::builder()
         .header(header::HOST, addr)
@@ -264,17 +244,6 @@ fn get_request(addr: &str) -> Request<Full<Bytes>> {
         .uri(LEAF)
         .body(Full::new(Bytes::new()))
         .expect("request")
-}
-
-/// Sends one request; `true` on a 2xx.
-async fn send(conn: &mut Conn, req: Request<Full<Bytes>>) -> bool {
-    match conn.send_request(req).await {
-        Ok(resp) => {
-            let ok = resp.status().is_success();
-            ok && resp.into_body().collect().await.is_ok()
-        }
-        Err(_) => false,
-    }
 }
 
 /// Requests at a fixed total rate, spread over the connections. Latency is

@@ -13,6 +13,8 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
+use common::load::{connect, send};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -20,11 +22,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt as _;
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::Full;
 use hyper::Request;
 use hyper::header;
 use parking_lot::Mutex;
-use tokio::net::TcpStream;
 
 const LEAVES: u64 = 1000;
 
@@ -83,7 +84,7 @@ async fn run() {
     let mut rows = Vec::new();
     for minute in 1..=minutes {
         let report = open_loop(&addr, conns, rate, Duration::from_secs(60), minute).await;
-        let rss = rss_mib(server.pid());
+        let rss = common::load::rss_kib(server.pid()) as f64 / 1024.0;
         let ms = |q: f64| report.latency.value_at_quantile(q) as f64 / 1000.0;
         let (sse_n, amqp_n) = (received.load(Ordering::Relaxed), consumed.load(Ordering::Relaxed));
         println!(
@@ -131,28 +132,6 @@ async fn consume(queue: String, consumed: Arc<AtomicU64>) {
     }
 }
 
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
-}
-
-type Conn = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
-
-async fn connect(addr: &str) -> Conn {
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    stream.set_nodelay(true).expect("nodelay");
-    let (send, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
-    tokio::spawn(conn);
-    send
-}
-
 /// The n-th request of a mix: every tenth a PUT, the rest GETs, spread over the leaves.
 fn request(addr: &str, n: u64) -> Request<Full<Bytes>> {
     let leaf = format!("/tree/config/soak/n{}", n.wrapping_mul(7919) % LEAVES);
@@ -167,13 +146,6 @@ fn request(addr: &str, n: u64) -> Request<Full<Bytes>> {
         builder.body(Full::new(Bytes::new()))
     }
     .expect("request")
-}
-
-async fn send(conn: &mut Conn, req: Request<Full<Bytes>>) -> bool {
-    match conn.send_request(req).await {
-        Ok(resp) => resp.status().is_success() && resp.into_body().collect().await.is_ok(),
-        Err(_) => false,
-    }
 }
 
 /// The mix as fast as it goes: the peak rate.

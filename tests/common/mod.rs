@@ -5,6 +5,7 @@
 mod brokers;
 mod federation;
 mod http;
+pub mod load;
 mod postgres;
 mod prosody;
 mod server;
