@@ -130,22 +130,30 @@ pub fn parse_fields(text: &str) -> Result<Vec<Vec<String>>, ApiError> {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NodeBody {
-    /// POST only: the new child's name (generated when absent).
+    /// POST only: the new child's name (generated when absent): 1-255 bytes,
+    /// no control characters, not `.` or `..`.
+    #[schema(pattern = "^(?!\\.{1,2}$)[^\\u0000-\\u001f\\u007f]{1,255}$")]
     pub name: Option<String>,
     /// A leaf value; `null` is a valid value of format `null`.
     #[serde(default, deserialize_with = "present")]
     pub value: Option<Json>,
     /// int, float, bool, string, date, time, datetime, binary, base64, json or null; inferred when absent.
+    #[schema(pattern = "^(int|float|bool|string|date|time|datetime|binary|base64|json|null)$")]
     pub format: Option<String>,
     /// An interior node's children, replacing any it had.
     #[schema(value_type = Option<Object>, additional_properties)]
     pub children: Option<BTreeMap<String, NodeBody>>,
+    /// The node's title; `null` clears it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, nullable)]
     pub title: Option<Json>,
+    /// The node's MIME type; `null` clears it.
     #[serde(rename = "type", default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, nullable)]
     pub mime: Option<Json>,
     /// The node's own ACL, e.g. `Get=*&Replace=admin`; `null` clears it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, nullable, pattern = "^((Add|Delete|Exec|Get|Replace)=[A-Za-z0-9._@:*-]{1,128}(\\+[A-Za-z0-9._@:*-]{1,128})*(&(Add|Delete|Exec|Get|Replace)=[A-Za-z0-9._@:*-]{1,128}(\\+[A-Za-z0-9._@:*-]{1,128})*)*)?$")]
     pub acl: Option<Json>,
 }
 

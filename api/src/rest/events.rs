@@ -29,6 +29,16 @@ impl Drop for Subscribed {
     }
 }
 
+/// One SSE event as it goes on the wire: `id` is the revision, `event` the kind
+/// (or `gap`), `data` the event JSON.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes the wire format for the contract only.
+pub struct SseEventJson {
+    id: String,
+    event: String,
+    data: String,
+}
+
 struct Stream_ {
     feed: Feed,
     attached: Option<Attached>,
@@ -51,7 +61,7 @@ struct Stream_ {
         ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this revision (wins over `since`)"),
     ),
     responses(
-        (status = 200, description = "An SSE stream", content_type = "text/event-stream", body = String,
+        (status = 200, description = "An SSE stream of events", content_type = "text/event-stream", body = SseEventJson,
             headers(("Dmtree-Revision" = u64, description = "The revision the stream starts after"))),
         (status = "4XX", description = "Error", body = ErrorBody),
     )

@@ -32,7 +32,7 @@ pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
 }
 
 /// This API's OpenAPI 3.1 description (equal to the repository's `openapi.yaml`).
-#[utoipa::path(get, path = "/openapi.yaml", tag = "ops", responses((status = 200, description = "The contract", content_type = "application/yaml", body = String)))]
+#[utoipa::path(get, path = "/openapi.yaml", tag = "ops", responses((status = 200, description = "The contract", content_type = "application/yaml", body = Object)))]
 pub async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/yaml")], crate::openapi::yaml())
 }

@@ -20,8 +20,8 @@ use crate::state::AppState;
 #[utoipa::path(
     get, path = "/tree/{uri}", tag = "tree",
     params(
-        ("uri" = String, Path, description = "Node path below the root, segments separated by `/` (a `/` inside a name is `%2F`)"),
-        ("depth" = Option<String>, Query, description = "Levels of children to include: a number (default 1) or `unbounded`"),
+        ("uri" = String, Path, description = "Node path below the root, segments separated by `/` (a `/` inside a name is `%2F`)", pattern = "^([^/\\u0000-\\u001f\\u007f]+(/[^/\\u0000-\\u001f\\u007f]+)*)?$"),
+        ("depth" = Option<String>, Query, description = "Levels of children to include: a number (default 1) or `unbounded`", pattern = "^([0-9]{1,9}|unbounded)$"),
         ("props" = Option<bool>, Query, description = "Include node properties"),
         ("fields" = Option<String>, Query, description = "Only these child paths, e.g. `a;b/c`"),
         ("session" = Option<String>, Query, description = "Run inside this session"),
@@ -105,7 +105,7 @@ fn written(status: StatusCode, out: &dmtree_core::WriteOutcome) -> Response {
 /// Missing ancestors are created. `title`, `type` and `acl` set properties.
 #[utoipa::path(
     put, path = "/tree/{uri}", tag = "tree",
-    params(("uri" = String, Path, description = "Node path"), ("session" = Option<String>, Query, description = "Run inside this session")),
+    params(("uri" = String, Path, description = "Node path", pattern = "^([^/\\u0000-\\u001f\\u007f]+(/[^/\\u0000-\\u001f\\u007f]+)*)?$"), ("session" = Option<String>, Query, description = "Run inside this session")),
     request_body = NodeBody,
     responses(
         (status = 200, description = "Replaced", body = WriteJson),
@@ -136,7 +136,7 @@ pub async fn put_node(
 #[utoipa::path(
     post, path = "/tree/{uri}", tag = "tree",
     params(
-        ("uri" = String, Path, description = "Parent node path (or the node to rename or copy)"),
+        ("uri" = String, Path, description = "Parent node path (or the node to rename or copy)", pattern = "^([^/\\u0000-\\u001f\\u007f]+(/[^/\\u0000-\\u001f\\u007f]+)*)?$"),
         ("action" = Option<String>, Query, description = "`rename` or `copy`; absent adds a child"),
         ("session" = Option<String>, Query, description = "Run inside this session"),
     ),
@@ -187,7 +187,7 @@ pub async fn post_node(
 /// Set several leaves below this node, all or nothing: `{"a": 1, "b/c": {"value": "x", "format": "string"}}`.
 #[utoipa::path(
     patch, path = "/tree/{uri}", tag = "tree",
-    params(("uri" = String, Path, description = "Base node path"), ("session" = Option<String>, Query, description = "Run inside this session")),
+    params(("uri" = String, Path, description = "Base node path", pattern = "^([^/\\u0000-\\u001f\\u007f]+(/[^/\\u0000-\\u001f\\u007f]+)*)?$"), ("session" = Option<String>, Query, description = "Run inside this session")),
     request_body(content = Object, description = "Relative path → value, or → {value, format}"),
     responses((status = 200, description = "Merged", body = WriteJson), (status = "4XX", description = "Error", body = ErrorBody))
 )]
@@ -206,7 +206,7 @@ pub async fn patch_node(
 /// Delete a node and its subtree.
 #[utoipa::path(
     delete, path = "/tree/{uri}", tag = "tree",
-    params(("uri" = String, Path, description = "Node path"), ("session" = Option<String>, Query, description = "Run inside this session")),
+    params(("uri" = String, Path, description = "Node path", pattern = "^([^/\\u0000-\\u001f\\u007f]+(/[^/\\u0000-\\u001f\\u007f]+)*)?$"), ("session" = Option<String>, Query, description = "Run inside this session")),
     responses((status = 204, description = "Deleted"), (status = "4XX", description = "Error", body = ErrorBody))
 )]
 pub async fn delete_node(State(app): State<AppState>, req: NodeRequest) -> ApiResult<StatusCode> {
@@ -218,7 +218,7 @@ pub async fn delete_node(State(app): State<AppState>, req: NodeRequest) -> ApiRe
 /// Execute a node with optional JSON data; returns the handler's result.
 #[utoipa::path(
     post, path = "/exec/{uri}", tag = "tree",
-    params(("uri" = String, Path, description = "Node path"), ("session" = Option<String>, Query, description = "Run inside this session")),
+    params(("uri" = String, Path, description = "Node path", pattern = "^([^/\\u0000-\\u001f\\u007f]+(/[^/\\u0000-\\u001f\\u007f]+)*)?$"), ("session" = Option<String>, Query, description = "Run inside this session")),
     request_body(content = Object, description = "Any JSON, passed to the handler"),
     responses((status = 200, description = "Result", body = ExecJson), (status = "4XX", description = "Error", body = ErrorBody))
 )]
