@@ -112,7 +112,7 @@ impl Tokens {
 }
 
 /// Loads tokens from the database and the configuration, leaving out revoked
-/// ones. Once tokens are configured, the first-start admin token is retired.
+/// ones. Once an `admin` token is configured, the first-start one is retired.
 /// With none at all, creates an admin token and writes it to
 /// `<data>/admin.token` (mode 0600).
 pub async fn bootstrap(state: &SqliteState, config: &AuthConfig, data_dir: &Path) -> anyhow::Result<Tokens> {
@@ -121,9 +121,10 @@ pub async fn bootstrap(state: &SqliteState, config: &AuthConfig, data_dir: &Path
     for t in config.tokens.iter().filter(|t| !revoked.contains(&t.sha256.to_ascii_lowercase())) {
         tokens.insert(&t.sha256, &t.principal, None, TokenSource::Config)?;
     }
-    if !config.tokens.is_empty() && state.remove_tokens_labelled(BOOTSTRAP).await? > 0 {
+    let admin_configured = config.tokens.iter().any(|t| t.principal == ADMIN);
+    if admin_configured && state.remove_tokens_labelled(BOOTSTRAP).await? > 0 {
         let _ = std::fs::remove_file(data_dir.join("admin.token"));
-        tracing::warn!("tokens are configured: the first-start admin token is retired and no longer works");
+        tracing::warn!("an admin token is configured: the first-start admin token is retired and no longer works");
     }
     for t in state.tokens().await?.into_iter().filter(|t| !revoked.contains(&t.hash)) {
         tokens.insert(&t.hash, &t.principal, t.label, TokenSource::Database)?;
@@ -180,19 +181,25 @@ mod tests {
         bootstrap(&state, &AuthConfig::default(), dir.path()).await.unwrap();
         let first = std::fs::read_to_string(dir.path().join("admin.token")).unwrap().trim().to_owned();
         let ops = generate_token();
-        let configured = AuthConfig {
-            tokens: vec![crate::config::TokenConfig { principal: "ops".into(), sha256: hash_token(&ops) }],
+        let token = |principal: &str, token: &str| crate::config::TokenConfig {
+            principal: principal.into(),
+            sha256: hash_token(token),
         };
+        let others_only = AuthConfig { tokens: vec![token("ops", &ops)] };
+        let tokens = bootstrap(&state, &others_only, dir.path()).await.unwrap();
+        assert_eq!(tokens.principal(&first), Some(Principal::named("admin")), "kept while no admin is configured");
+        let admin = generate_token();
+        let configured = AuthConfig { tokens: vec![token("ops", &ops), token("admin", &admin)] };
         let tokens = bootstrap(&state, &configured, dir.path()).await.unwrap();
         assert_eq!(tokens.principal(&first), None, "the first-start token is retired");
         assert!(!dir.path().join("admin.token").exists());
         assert_eq!(tokens.principal(&ops), Some(Principal::named("ops")));
-        let id = tokens.ids().pop().unwrap();
+        let id = token_ref(&ops);
         assert_eq!(tokens.describe(&id).unwrap()["source"], "config");
         assert!(tokens.revoke(&id).await.unwrap());
         assert_eq!(tokens.principal(&ops), None, "revoked at once");
         let restarted = bootstrap(&state, &configured, dir.path()).await.unwrap();
         assert_eq!(restarted.principal(&ops), None, "and after a restart, though still configured");
-        assert!(restarted.ids().is_empty());
+        assert_eq!(restarted.ids(), [token_ref(&admin)]);
     }
 }

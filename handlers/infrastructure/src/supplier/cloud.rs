@@ -1,5 +1,6 @@
-//! A cloud's REST API, the way the EASI-CLOUDS supplier reported it: one
-//! GET answers with every user's VMs and their resources, and the hosts.
+//! A cloud's REST API in the shape below (the one the EASI-CLOUDS monitoring
+//! architecture used): one GET answers with every user's VMs and their
+//! resources, and the hosts.
 //!
 //! ```json
 //! {"users": [{"name": "alice", "vms": [{"name": "vm1", "host": "h1", "state": "running",
