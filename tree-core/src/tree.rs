@@ -27,6 +27,7 @@ use crate::store::TreeStore;
 use crate::uri::{Uri, UriLimits, validate_name};
 use crate::value::Value;
 
+mod ops;
 mod read;
 mod request;
 mod sessions;
