@@ -155,12 +155,13 @@ fn write_token_file(data_dir: &Path, token: &str) -> anyhow::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dmtree_state::Durability;
     use std::os::unix::fs::PermissionsExt;
 
     #[tokio::test]
     async fn first_start_writes_a_private_admin_token_once() {
         let dir = tempfile::tempdir().unwrap();
-        let state = SqliteState::open(&dir.path().join("s.db")).await.unwrap();
+        let state = SqliteState::open(&dir.path().join("s.db"), Durability::Fsync).await.unwrap();
         let tokens = bootstrap(&state, &AuthConfig::default(), dir.path()).await.unwrap();
         let path = dir.path().join("admin.token");
         let token = std::fs::read_to_string(&path).unwrap().trim().to_owned();
@@ -177,7 +178,7 @@ mod tests {
     #[tokio::test]
     async fn bootstrap_tokens_retire_and_revoked_tokens_stay_revoked() {
         let dir = tempfile::tempdir().unwrap();
-        let state = SqliteState::open(&dir.path().join("s.db")).await.unwrap();
+        let state = SqliteState::open(&dir.path().join("s.db"), Durability::Fsync).await.unwrap();
         bootstrap(&state, &AuthConfig::default(), dir.path()).await.unwrap();
         let first = std::fs::read_to_string(dir.path().join("admin.token")).unwrap().trim().to_owned();
         let ops = generate_token();

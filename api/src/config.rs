@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use dmtree_core::{Meta, TreeConfig, Uri, UriPattern};
+use dmtree_state::Durability;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -69,11 +70,14 @@ pub struct ConfigStoreConfig {
     pub mount: Uri,
     /// Meta for the nodes each pattern matches; patterns lie under `mount`.
     pub schema: Vec<SchemaConfig>,
+    /// What an acknowledged write survives: `fsync` (power loss) or `os`
+    /// (a crash of the process only). It covers the whole state database.
+    pub durability: Durability,
 }
 
 impl Default for ConfigStoreConfig {
     fn default() -> Self {
-        Self { mount: Uri::root().join_name("config"), schema: Vec::new() }
+        Self { mount: Uri::root().join_name("config"), schema: Vec::new(), durability: Durability::Fsync }
     }
 }
 

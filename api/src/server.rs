@@ -40,7 +40,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
 
 pub async fn build(config: ServerConfig) -> anyhow::Result<AppState> {
     create_private_dir(&config.data_dir)?;
-    let state = SqliteState::open(&config.data_dir.join("dmtree.db")).await?;
+    let state = SqliteState::open(&config.data_dir.join("dmtree.db"), config.config_store.durability).await?;
     let tokens = Arc::new(auth::bootstrap(&state, &config.auth, &config.data_dir).await?);
     let tree = Tree::open(config.tree.clone(), Arc::new(state.clone()), Acl::default_root()).await?;
 

@@ -268,12 +268,19 @@ pub enum Op<'a> {
     Copy(&'a Uri, &'a Uri),
 }
 
+/// Versions never go back: transactions committed in one batch may be shown
+/// in any order, and an older one's refresh of a shared ancestor must not
+/// undo a newer one's (locks keep them from writing the same node otherwise).
 fn apply_base(nodes: &mut BTreeMap<Box<str>, Entry>, muts: &[Mutation]) {
     for m in muts {
         match m {
-            Mutation::Put(k, e) => {
-                nodes.insert(k.clone(), e.clone());
-            }
+            Mutation::Put(k, e) => match nodes.get_mut(k) {
+                Some(old) if old.version > e.version => {}
+                Some(old) => *old = e.clone(),
+                None => {
+                    nodes.insert(k.clone(), e.clone());
+                }
+            },
             Mutation::DeleteSubtree(k) => {
                 for k in subtree_keys(nodes, k) {
                     nodes.remove(&k);
@@ -561,6 +568,22 @@ mod tests {
         m.commit(t1);
         assert!(m.get(None, &u("p")).unwrap().props.version > after_t2);
         assert_eq!(m.children(None, &u("p")).unwrap(), ["x", "y"]);
+    }
+
+    #[test]
+    fn ancestors_keep_the_newest_version_when_a_batch_is_shown_out_of_order() {
+        let m = NodeMap::new();
+        write(&m, None, Op::Add(&u("p"), &NewNode::Interior)).unwrap();
+        let (t1, t2) = (TxId(1), TxId(2));
+        write(&m, Some(t1), Op::Add(&u("p/x"), &leaf(1))).unwrap();
+        write(&m, Some(t2), Op::Add(&u("p/y"), &leaf(2))).unwrap();
+        m.prepare(t1);
+        m.prepare(t2);
+        m.commit(t2);
+        let newest = m.get(None, &u("p")).unwrap().props.version;
+        m.commit(t1);
+        assert_eq!(m.get(None, &u("p")).unwrap().props.version, newest, "t1's older refresh of p is not shown");
+        assert!(m.get(None, &u("p/x")).unwrap().props.version < newest);
     }
 
     #[test]

@@ -188,11 +188,13 @@ impl DataHandler for GrantsHandler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dmtree_state::Durability;
 
     #[tokio::test]
     async fn covering_picks_the_best_grant_of_the_principal() {
         let dir = tempfile::tempdir().unwrap();
-        let grants = Grants::load(SqliteState::open(&dir.path().join("s.db")).await.unwrap()).await.unwrap();
+        let grants =
+            Grants::load(SqliteState::open(&dir.path().join("s.db"), Durability::Fsync).await.unwrap()).await.unwrap();
         let at = Uri::from_key("federation\0grants");
         let ro = json!({"id": "ro", "principal": "site-a", "subtrees": ["./infra"], "rights": "read-only"});
         let rw = json!({"id": "rw", "principal": "site-a", "subtrees": ["./infra/vms"], "rights": "read-write"});

@@ -69,11 +69,13 @@ impl ConfigStore {
                 self.nodes.stage(tx, &muts);
             }
             None => {
-                let mut conn = self.state.writer.lock().await;
+                let mut unit = self.state.group.unit().await.map_err(failure)?;
                 let muts = self.nodes.finish(&self.nodes.plan(None, op)?);
-                let mut sql = sqlx::Connection::begin(&mut *conn).await.map_err(failure)?;
-                persist(&mut sql, &muts).await?;
-                sql.commit().await.map_err(failure)?;
+                if let Err(e) = persist(unit.conn(), &muts).await {
+                    unit.rollback().await;
+                    return Err(e);
+                }
+                unit.commit().await.map_err(failure)?;
                 self.nodes.apply(&muts);
             }
         }
@@ -165,27 +167,28 @@ impl DataHandler for ConfigStore {
     }
 
     async fn prepare(&self, tx: TxId) -> Result<()> {
-        // The writer is held from here to commit, which also orders versions by commit.
-        let mut conn = self.state.writer.clone().lock_owned().await;
+        // The unit holds the writer from here to commit: versions are stamped
+        // in the order the changes enter the batch, which is their commit order.
+        let mut unit = self.state.group.unit().await.map_err(failure)?;
         let log = self.nodes.prepare(tx);
         if log.is_empty() {
+            unit.rollback().await;
             return Ok(());
         }
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await.map_err(failure)?;
-        if let Err(e) = persist(&mut conn, &log).await {
-            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+        if let Err(e) = persist(unit.conn(), &log).await {
+            unit.rollback().await;
             return Err(e);
         }
-        self.state.prepared.lock().insert(tx, conn);
+        self.state.prepared.lock().insert(tx, unit);
         Ok(())
     }
 
+    /// Waits until the batch holding the transaction is durable, then shows its changes.
     async fn commit(&self, tx: TxId) -> Result<()> {
         let prepared = self.state.prepared.lock().remove(&tx);
-        if let Some(mut conn) = prepared
-            && let Err(e) = sqlx::query("COMMIT").execute(&mut *conn).await
+        if let Some(unit) = prepared
+            && let Err(e) = unit.commit().await
         {
-            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
             self.nodes.rollback(tx);
             return Err(failure(e));
         }
@@ -195,10 +198,8 @@ impl DataHandler for ConfigStore {
 
     async fn rollback(&self, tx: TxId) {
         let prepared = self.state.prepared.lock().remove(&tx);
-        if let Some(mut conn) = prepared
-            && let Err(e) = sqlx::query("ROLLBACK").execute(&mut *conn).await
-        {
-            tracing::error!(error = %e, "rollback of a prepared config-store transaction failed");
+        if let Some(unit) = prepared {
+            unit.rollback().await;
         }
         self.nodes.rollback(tx);
     }
@@ -207,6 +208,7 @@ impl DataHandler for ConfigStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Durability;
     use dmtree_core::{Principal, UriLimits};
 
     fn u(s: &str) -> Uri {
@@ -219,7 +221,9 @@ mod tests {
         let path = dir.path().join("state.db");
         let admin = Principal::named("admin");
         {
-            let store = ConfigStore::open(SqliteState::open(&path).await.unwrap(), Vec::new()).await.unwrap();
+            let store = ConfigStore::open(SqliteState::open(&path, Durability::Fsync).await.unwrap(), Vec::new())
+                .await
+                .unwrap();
             let cx = OpContext { principal: &admin, tx: None };
             store.add(cx, &u("a"), NewNode::Interior).await.unwrap();
             store.add(cx, &u("a/b"), NewNode::Leaf(Value::Int(1))).await.unwrap();
@@ -238,7 +242,8 @@ mod tests {
             let never = OpContext { principal: &admin, tx: Some(TxId(3)) };
             store.add(never, &u("e"), NewNode::Leaf(Value::Int(9))).await.unwrap();
         }
-        let store = ConfigStore::open(SqliteState::open(&path).await.unwrap(), Vec::new()).await.unwrap();
+        let store =
+            ConfigStore::open(SqliteState::open(&path, Durability::Fsync).await.unwrap(), Vec::new()).await.unwrap();
         let cx = OpContext { principal: &admin, tx: None };
         let b = store.get(cx, &u("a/b")).await.unwrap();
         assert_eq!((b.value, b.props.title.as_deref()), (Some(Value::Int(1)), Some("B")));
@@ -246,7 +251,8 @@ mod tests {
         assert_eq!(store.children(cx, &Uri::root()).await.unwrap(), ["a", "c"]);
         store.delete(cx, &u("a")).await.unwrap();
         drop(store);
-        let store = ConfigStore::open(SqliteState::open(&path).await.unwrap(), Vec::new()).await.unwrap();
+        let store =
+            ConfigStore::open(SqliteState::open(&path, Durability::Fsync).await.unwrap(), Vec::new()).await.unwrap();
         assert_eq!(store.children(cx, &Uri::root()).await.unwrap(), ["c"]);
     }
 }

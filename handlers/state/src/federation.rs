@@ -19,25 +19,27 @@ impl SqliteState {
     }
 
     pub async fn add_mount(&self, id: &str, spec: &str, created_ms: i64) -> Result<(), StateError> {
-        let mut conn = self.writer.lock().await;
-        sqlx::query("INSERT INTO mounts (id, spec, created_ms) VALUES (?1, ?2, ?3)")
-            .bind(id)
-            .bind(spec)
-            .bind(created_ms)
-            .execute(&mut *conn)
-            .await?;
-        Ok(())
+        self.write(async |conn| {
+            sqlx::query("INSERT INTO mounts (id, spec, created_ms) VALUES (?1, ?2, ?3)")
+                .bind(id)
+                .bind(spec)
+                .bind(created_ms)
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Forgets the mount, its saved configuration and where its bridge stopped.
     pub async fn remove_mount(&self, id: &str) -> Result<(), StateError> {
-        let mut conn = self.writer.lock().await;
-        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        sqlx::query("DELETE FROM mounts WHERE id = ?1").bind(id).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM handler_configs WHERE mount_id = ?1").bind(id).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM bridge_positions WHERE mount_id = ?1").bind(id).execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(())
+        self.write(async |conn| {
+            sqlx::query("DELETE FROM mounts WHERE id = ?1").bind(id).execute(&mut *conn).await?;
+            sqlx::query("DELETE FROM handler_configs WHERE mount_id = ?1").bind(id).execute(&mut *conn).await?;
+            sqlx::query("DELETE FROM bridge_positions WHERE mount_id = ?1").bind(id).execute(&mut *conn).await?;
+            Ok(())
+        })
+        .await
     }
 
     /// The configuration a handler saved through its `config` subtree.
@@ -50,17 +52,19 @@ impl SqliteState {
     }
 
     pub async fn save_handler_config(&self, id: &str, config: &str, updated_ms: i64) -> Result<(), StateError> {
-        let mut conn = self.writer.lock().await;
-        sqlx::query(
-            "INSERT INTO handler_configs (mount_id, config, updated_ms) VALUES (?1, ?2, ?3)
-             ON CONFLICT (mount_id) DO UPDATE SET config = excluded.config, updated_ms = excluded.updated_ms",
-        )
-        .bind(id)
-        .bind(config)
-        .bind(updated_ms)
-        .execute(&mut *conn)
-        .await?;
-        Ok(())
+        self.write(async |conn| {
+            sqlx::query(
+                "INSERT INTO handler_configs (mount_id, config, updated_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (mount_id) DO UPDATE SET config = excluded.config, updated_ms = excluded.updated_ms",
+            )
+            .bind(id)
+            .bind(config)
+            .bind(updated_ms)
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn grants(&self) -> Result<Vec<StoredJson>, StateError> {
@@ -68,20 +72,24 @@ impl SqliteState {
     }
 
     pub async fn add_grant(&self, id: &str, grant: &str, created_ms: i64) -> Result<(), StateError> {
-        let mut conn = self.writer.lock().await;
-        sqlx::query("INSERT INTO federation_grants (id, grant_json, created_ms) VALUES (?1, ?2, ?3)")
-            .bind(id)
-            .bind(grant)
-            .bind(created_ms)
-            .execute(&mut *conn)
-            .await?;
-        Ok(())
+        self.write(async |conn| {
+            sqlx::query("INSERT INTO federation_grants (id, grant_json, created_ms) VALUES (?1, ?2, ?3)")
+                .bind(id)
+                .bind(grant)
+                .bind(created_ms)
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn remove_grant(&self, id: &str) -> Result<(), StateError> {
-        let mut conn = self.writer.lock().await;
-        sqlx::query("DELETE FROM federation_grants WHERE id = ?1").bind(id).execute(&mut *conn).await?;
-        Ok(())
+        self.write(async |conn| {
+            sqlx::query("DELETE FROM federation_grants WHERE id = ?1").bind(id).execute(&mut *conn).await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Where the bridge of mount `id` stopped, if it was bridging from the same `remote`.
@@ -99,21 +107,21 @@ impl SqliteState {
         if positions.is_empty() {
             return Ok(());
         }
-        let mut conn = self.writer.lock().await;
-        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        for (id, remote, position) in positions {
-            sqlx::query(
-                "INSERT INTO bridge_positions (mount_id, remote, position) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (mount_id) DO UPDATE SET remote = excluded.remote, position = excluded.position",
-            )
-            .bind(id)
-            .bind(remote)
-            .bind(*position as i64)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        self.write(async |conn| {
+            for (id, remote, position) in positions {
+                sqlx::query(
+                    "INSERT INTO bridge_positions (mount_id, remote, position) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (mount_id) DO UPDATE SET remote = excluded.remote, position = excluded.position",
+                )
+                .bind(id)
+                .bind(remote)
+                .bind(*position as i64)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn stored(&self, sql: &'static str) -> Result<Vec<StoredJson>, StateError> {
@@ -125,11 +133,12 @@ impl SqliteState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Durability;
 
     #[tokio::test]
     async fn mounts_grants_and_positions_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let state = SqliteState::open(&dir.path().join("s.db")).await.unwrap();
+        let state = SqliteState::open(&dir.path().join("s.db"), Durability::Fsync).await.unwrap();
         state.add_mount("b", "{\"at\":\"./sites/b\"}", 1).await.unwrap();
         assert!(state.add_mount("b", "{}", 2).await.is_err(), "ids are unique");
         state.add_grant("g1", "{\"principal\":\"site-a\"}", 1).await.unwrap();

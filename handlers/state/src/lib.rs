@@ -10,11 +10,14 @@
 //! - federation: remote mounts, grants and event-bridge positions ([`StoredJson`]).
 //!
 //! All writes go through one connection, so SQLite never has two writers to
-//! arbitrate; reads at start-up and journal replays use a small pool.
+//! arbitrate, and are group-committed ([`group_commit`]): concurrent writes
+//! share one transaction and one fsync. Reads at start-up and journal replays
+//! use a small pool.
 
 mod codec;
 mod config_store;
 mod federation;
+mod group_commit;
 mod subscriptions;
 mod tokens;
 mod tree_store;
@@ -26,12 +29,15 @@ use std::time::Duration;
 
 use dmtree_core::TxId;
 
+use serde::Deserialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{ConnectOptions, SqliteConnection, SqlitePool};
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use sqlx::{ConnectOptions, SqlitePool};
+
+use group_commit::{GroupCommit, Unit};
 
 pub use config_store::{ConfigStore, SchemaRule};
 pub use federation::StoredJson;
+pub use group_commit::BatchStats;
 pub use subscriptions::StoredSubscription;
 pub use tokens::TokenRecord;
 
@@ -43,6 +49,30 @@ pub enum StateError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("state database: {0}")]
     Sql(#[from] sqlx::Error),
+    #[error("state database commit failed: {0}")]
+    Commit(String),
+}
+
+/// What an acknowledged write survives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Each batch is fsynced before its writes are acknowledged (SQLite
+    /// `synchronous=FULL`): a write survives a power loss or an OS crash.
+    #[default]
+    Fsync,
+    /// Batches reach the OS, not the disk (`synchronous=NORMAL`): a write
+    /// survives a crash of the process, not of the machine.
+    Os,
+}
+
+impl Durability {
+    fn synchronous(self) -> SqliteSynchronous {
+        match self {
+            Self::Fsync => SqliteSynchronous::Full,
+            Self::Os => SqliteSynchronous::Normal,
+        }
+    }
 }
 
 /// The SQLite database behind a dmtree server.
@@ -50,28 +80,41 @@ pub enum StateError {
 pub struct SqliteState {
     /// Readers: start-up loads and journal replays.
     pool: SqlitePool,
-    /// The one writer.
-    writer: Arc<Mutex<SqliteConnection>>,
-    /// Transactions between prepare and commit hold the writer, inside an
-    /// open SQLite transaction that the tree's ACLs and events join.
-    prepared: Arc<parking_lot::Mutex<HashMap<TxId, OwnedMutexGuard<SqliteConnection>>>>,
+    /// The one writer, group-committing.
+    group: GroupCommit,
+    /// Transactions between prepare and commit hold the writer in their own
+    /// unit, which the tree's ACLs and events join.
+    prepared: Arc<parking_lot::Mutex<HashMap<TxId, Unit>>>,
 }
 
 impl SqliteState {
     /// Opens (creating if needed) and migrates the database at `path`.
-    pub async fn open(path: &Path) -> Result<Self, StateError> {
+    /// Needs a tokio runtime (the group committer runs on it).
+    pub async fn open(path: &Path, durability: Durability) -> Result<Self, StateError> {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            // WAL + NORMAL: a committed transaction survives a process kill (not a power cut).
-            .synchronous(SqliteSynchronous::Normal)
+            .synchronous(durability.synchronous())
             .busy_timeout(Duration::from_secs(10))
             .log_statements(tracing::log::LevelFilter::Trace);
         let open_err = |source| StateError::Open { path: path.display().to_string(), source };
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options.clone()).await.map_err(open_err)?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         let writer = options.connect().await.map_err(open_err)?;
-        Ok(Self { pool, writer: Arc::new(Mutex::new(writer)), prepared: Arc::default() })
+        Ok(Self { pool, group: GroupCommit::start(writer), prepared: Arc::default() })
+    }
+
+    /// How many batches the writer committed, holding how many writes.
+    pub async fn batch_stats(&self) -> BatchStats {
+        self.group.stats().await
+    }
+
+    /// Runs `statements` as one all-or-nothing write and waits until it is durable.
+    async fn write<T>(
+        &self,
+        statements: impl AsyncFnOnce(&mut sqlx::SqliteConnection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, StateError> {
+        Unit::run(&self.group, statements).await
     }
 }

@@ -30,21 +30,25 @@ impl SqliteState {
     }
 
     pub async fn add_subscription(&self, sub: &StoredSubscription, created_ms: i64) -> Result<(), StateError> {
-        let mut conn = self.writer.lock().await;
-        sqlx::query("INSERT INTO subscriptions (id, spec, position, created_ms) VALUES (?1, ?2, ?3, ?4)")
-            .bind(&sub.id)
-            .bind(&sub.spec)
-            .bind(sub.position as i64)
-            .bind(created_ms)
-            .execute(&mut *conn)
-            .await?;
-        Ok(())
+        self.write(async |conn| {
+            sqlx::query("INSERT INTO subscriptions (id, spec, position, created_ms) VALUES (?1, ?2, ?3, ?4)")
+                .bind(&sub.id)
+                .bind(&sub.spec)
+                .bind(sub.position as i64)
+                .bind(created_ms)
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn remove_subscription(&self, id: &str) -> Result<(), StateError> {
-        let mut conn = self.writer.lock().await;
-        sqlx::query("DELETE FROM subscriptions WHERE id = ?1").bind(id).execute(&mut *conn).await?;
-        Ok(())
+        self.write(async |conn| {
+            sqlx::query("DELETE FROM subscriptions WHERE id = ?1").bind(id).execute(&mut *conn).await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Records confirmed positions, all in one transaction.
@@ -52,28 +56,29 @@ impl SqliteState {
         if positions.is_empty() {
             return Ok(());
         }
-        let mut conn = self.writer.lock().await;
-        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        for (id, position) in positions {
-            sqlx::query("UPDATE subscriptions SET position = ?2 WHERE id = ?1 AND position < ?2")
-                .bind(id)
-                .bind(*position as i64)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        self.write(async |conn| {
+            for (id, position) in positions {
+                sqlx::query("UPDATE subscriptions SET position = ?2 WHERE id = ?1 AND position < ?2")
+                    .bind(id)
+                    .bind(*position as i64)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok(())
+        })
+        .await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Durability;
 
     #[tokio::test]
     async fn subscriptions_round_trip_and_positions_only_advance() {
         let dir = tempfile::tempdir().unwrap();
-        let state = SqliteState::open(&dir.path().join("s.db")).await.unwrap();
+        let state = SqliteState::open(&dir.path().join("s.db"), Durability::Fsync).await.unwrap();
         let sub = StoredSubscription { id: "s1".into(), spec: "{}".into(), position: 5 };
         state.add_subscription(&sub, 1).await.unwrap();
         state.save_positions(&[("s1".into(), 9)]).await.unwrap();

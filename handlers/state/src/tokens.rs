@@ -22,30 +22,32 @@ impl SqliteState {
     }
 
     pub async fn add_token(&self, token: &TokenRecord, created_ms: i64) -> Result<(), StateError> {
-        let mut conn = self.writer.lock().await;
-        sqlx::query("INSERT INTO tokens (hash, principal, label, created_ms) VALUES (?1, ?2, ?3, ?4)")
-            .bind(&token.hash)
-            .bind(&token.principal)
-            .bind(&token.label)
-            .bind(created_ms)
-            .execute(&mut *conn)
-            .await?;
-        Ok(())
+        self.write(async |conn| {
+            sqlx::query("INSERT INTO tokens (hash, principal, label, created_ms) VALUES (?1, ?2, ?3, ?4)")
+                .bind(&token.hash)
+                .bind(&token.principal)
+                .bind(&token.label)
+                .bind(created_ms)
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Revokes a token for good: forgets a stored one, and records the hash
     /// so that a configured one stays refused after restarts too.
     pub async fn revoke_token(&self, hash: &str, revoked_ms: i64) -> Result<(), StateError> {
-        let mut conn = self.writer.lock().await;
-        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        sqlx::query("DELETE FROM tokens WHERE hash = ?1").bind(hash).execute(&mut *tx).await?;
-        sqlx::query("INSERT OR REPLACE INTO revoked_tokens (hash, revoked_ms) VALUES (?1, ?2)")
-            .bind(hash)
-            .bind(revoked_ms)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        self.write(async |conn| {
+            sqlx::query("DELETE FROM tokens WHERE hash = ?1").bind(hash).execute(&mut *conn).await?;
+            sqlx::query("INSERT OR REPLACE INTO revoked_tokens (hash, revoked_ms) VALUES (?1, ?2)")
+                .bind(hash)
+                .bind(revoked_ms)
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn revoked_tokens(&self) -> Result<Vec<String>, StateError> {
@@ -55,8 +57,10 @@ impl SqliteState {
 
     /// Forgets the stored tokens with this label (the first-start `bootstrap` one).
     pub async fn remove_tokens_labelled(&self, label: &str) -> Result<u64, StateError> {
-        let mut conn = self.writer.lock().await;
-        let done = sqlx::query("DELETE FROM tokens WHERE label = ?1").bind(label).execute(&mut *conn).await?;
-        Ok(done.rows_affected())
+        self.write(async |conn| {
+            let done = sqlx::query("DELETE FROM tokens WHERE label = ?1").bind(label).execute(&mut *conn).await?;
+            Ok(done.rows_affected())
+        })
+        .await
     }
 }

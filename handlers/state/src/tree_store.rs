@@ -18,47 +18,34 @@ impl TreeStore for SqliteState {
     async fn append_events(&self, events: &[Arc<Event>], settled: &[TxId]) -> Result<()> {
         let bodies =
             events.iter().map(|e| journal_body(e).map(|b| (e.revision as i64, b))).collect::<Result<Vec<_>>>()?;
-        let mut conn = self.writer.lock().await;
-        let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(failure)?;
-        for (revision, body) in bodies {
-            sqlx::query("INSERT OR REPLACE INTO events (revision, body) VALUES (?1, ?2)")
-                .bind(revision)
-                .bind(body)
-                .execute(&mut *tx)
-                .await
-                .map_err(failure)?;
-        }
-        for id in settled {
-            sqlx::query("DELETE FROM pending_events WHERE tx = ?1")
-                .bind(id.0 as i64)
-                .execute(&mut *tx)
-                .await
-                .map_err(failure)?;
-        }
-        tx.commit().await.map_err(failure)
+        self.write(async |conn| {
+            for (revision, body) in bodies {
+                sqlx::query("INSERT OR REPLACE INTO events (revision, body) VALUES (?1, ?2)")
+                    .bind(revision)
+                    .bind(body)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            for id in settled {
+                sqlx::query("DELETE FROM pending_events WHERE tx = ?1").bind(id.0 as i64).execute(&mut *conn).await?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(failure)
     }
 
     async fn stage(&self, tx: TxId, acls: &[(Uri, Option<Acl>)], pending: &[Event]) -> Result<()> {
         let prepared = self.prepared.lock().remove(&tx);
         match prepared {
-            // Inside the handlers' open transaction: durable with their changes.
-            Some(mut conn) => {
-                let written = write_staged(&mut conn, tx, acls, pending).await;
-                self.prepared.lock().insert(tx, conn);
+            // Inside the handlers' open unit: durable with their changes.
+            Some(mut unit) => {
+                let written = write_staged(unit.conn(), tx, acls, pending).await;
+                self.prepared.lock().insert(tx, unit);
                 written
             }
             // No SQLite change to pair with: only the ACLs need keeping.
-            None if !acls.is_empty() => {
-                let mut conn = self.writer.lock().await;
-                sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await.map_err(failure)?;
-                match write_staged(&mut conn, tx, acls, &[]).await {
-                    Ok(()) => sqlx::query("COMMIT").execute(&mut *conn).await.map(drop).map_err(failure),
-                    Err(e) => {
-                        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                        Err(e)
-                    }
-                }
-            }
+            None if !acls.is_empty() => self.write(async |conn| write_acls(conn, acls).await).await.map_err(failure),
             None => Ok(()),
         }
     }
@@ -88,20 +75,16 @@ impl TreeStore for SqliteState {
     }
 
     async fn prune_events(&self, up_to: u64) -> Result<()> {
-        let mut conn = self.writer.lock().await;
-        sqlx::query("DELETE FROM events WHERE revision <= ?1")
-            .bind(up_to as i64)
-            .execute(&mut *conn)
-            .await
-            .map_err(failure)?;
-        Ok(())
+        self.write(async |conn| {
+            sqlx::query("DELETE FROM events WHERE revision <= ?1").bind(up_to as i64).execute(&mut *conn).await?;
+            Ok(())
+        })
+        .await
+        .map_err(failure)
     }
 
     async fn save_acls(&self, changes: &[(Uri, Option<Acl>)]) -> Result<()> {
-        let mut conn = self.writer.lock().await;
-        let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(failure)?;
-        write_acls(&mut tx, changes).await?;
-        tx.commit().await.map_err(failure)
+        self.write(async |conn| write_acls(conn, changes).await).await.map_err(failure)
     }
 
     async fn load_acls(&self) -> Result<Vec<(Uri, Acl)>> {
@@ -124,7 +107,7 @@ fn journal_event(body: &str) -> Result<Event> {
     serde_json::from_str::<JournalEntry>(body).map(JournalEntry::into_event).map_err(failure)
 }
 
-async fn write_acls(conn: &mut SqliteConnection, changes: &[(Uri, Option<Acl>)]) -> Result<()> {
+async fn write_acls(conn: &mut SqliteConnection, changes: &[(Uri, Option<Acl>)]) -> Result<(), sqlx::Error> {
     for (uri, acl) in changes {
         let key = uri.key().as_bytes();
         let query = match acl {
@@ -133,7 +116,7 @@ async fn write_acls(conn: &mut SqliteConnection, changes: &[(Uri, Option<Acl>)])
             }
             None => sqlx::query("DELETE FROM acls WHERE uri = ?1").bind(key),
         };
-        query.execute(&mut *conn).await.map_err(failure)?;
+        query.execute(&mut *conn).await?;
     }
     Ok(())
 }
@@ -144,7 +127,7 @@ async fn write_staged(
     acls: &[(Uri, Option<Acl>)],
     pending: &[Event],
 ) -> Result<()> {
-    write_acls(conn, acls).await?;
+    write_acls(conn, acls).await.map_err(failure)?;
     for (seq, e) in pending.iter().enumerate() {
         sqlx::query("INSERT OR REPLACE INTO pending_events (tx, seq, body) VALUES (?1, ?2, ?3)")
             .bind(tx.0 as i64)
@@ -168,7 +151,7 @@ mod tests {
     };
     use parking_lot::RwLock;
 
-    use crate::{ConfigStore, SqliteState};
+    use crate::{ConfigStore, Durability, SqliteState};
 
     /// A crash after the SQLite commit but before the journal append: the
     /// change, its ACL and its (still unnumbered) event committed together,
@@ -181,7 +164,7 @@ mod tests {
         let uri = Uri::parse("./s", &UriLimits::default()).unwrap();
         let secret: Acl = "Get=admin".parse().unwrap();
         {
-            let state = SqliteState::open(&path).await.unwrap();
+            let state = SqliteState::open(&path, Durability::Fsync).await.unwrap();
             let store = ConfigStore::open(state.clone(), Vec::new()).await.unwrap();
             let cx = OpContext { principal: &admin, tx: Some(TxId(9)) };
             store.add(cx, &uri, NewNode::Leaf(Value::string("SECRET"))).await.unwrap();
@@ -203,7 +186,7 @@ mod tests {
             store.commit(TxId(9)).await.unwrap();
             // ...and the process dies here, before the journal append.
         }
-        let state = Arc::new(SqliteState::open(&path).await.unwrap());
+        let state = Arc::new(SqliteState::open(&path, Durability::Fsync).await.unwrap());
         assert_eq!(state.load_acls().await.unwrap(), vec![(uri.clone(), secret)], "the ACL committed with the node");
         let acls = Arc::new(RwLock::new(AclTable::new(Acl::default_root())));
         let log = EventLog::open(state.clone(), EventLogConfig::default(), acls.clone()).await.unwrap();
