@@ -1,5 +1,6 @@
-//! HTTP load benchmark: the real `dmtree serve` against a bare axum server
-//! that serves the same JSON from a HashMap, side by side in one run.
+//! HTTP read benchmark: the real `dmtree serve` against a bare axum server
+//! that serves the same JSON from a HashMap, side by side in one run (writes
+//! are measured against etcd by `write_load`).
 //! Throughput comes from wrk (closed loop); latency at a fixed rate from a
 //! paced client here, since wrk cannot pace.
 //!
@@ -10,7 +11,7 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
-use common::load::{connect, rss_kib, send};
+use common::load::{MakeRequest, Report, Wrk, open_loop, rss_kib, wrk, wrk_available};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,7 +22,6 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use bytes::Bytes;
-use hdrhistogram::Histogram;
 use http_body_util::Full;
 use hyper::Request;
 use parking_lot::RwLock;
@@ -61,13 +61,14 @@ async fn run() {
     let (dm, bare_addr) = (server.base.clone(), bare.base.clone());
 
     // Warm up, then alternate so drift hits both alike.
-    wrk(&dm, Method::Get, conns, Duration::from_secs(2));
-    wrk(&bare_addr, Method::Get, conns, Duration::from_secs(2));
+    let get = |base: &str, d| wrk(&format!("{base}{LEAF}"), conns, d, None, common::ADMIN);
+    get(&dm, Duration::from_secs(2));
+    get(&bare_addr, Duration::from_secs(2));
     let rounds = 5;
     let mut pairs = Vec::new();
     for _ in 0..rounds {
-        let bare_run = wrk(&bare_addr, Method::Get, conns, secs / 2);
-        let dm_run = wrk(&dm, Method::Get, conns, secs / 2);
+        let bare_run = get(&bare_addr, secs / 2);
+        let dm_run = get(&dm, secs / 2);
         pairs.push((bare_run, dm_run));
     }
     let mut ratios: Vec<f64> = pairs.iter().map(|(b, d)| d.rps / b.rps).collect();
@@ -86,20 +87,12 @@ async fn run() {
 
     let half = dm_get.rps / 2.0;
     let target = |base: &str| base.trim_start_matches("http://").to_owned();
-    let bare_open = open_loop(&target(&bare_addr), conns, half, secs).await;
-    let open = open_loop(&target(&dm), conns, half, secs).await;
+    let bare_open = open_loop(&target(&bare_addr), conns, half, secs, leaf_get()).await;
+    let open = open_loop(&target(&dm), conns, half, secs, leaf_get()).await;
     println!("\n## GET at half of dmtree's peak ({half:.0} req/s), paced");
     println!("{}", Report::header());
     println!("{}", bare_open.row("bare axum + HashMap (baseline)"));
     println!("{}", open.row("dmtree"));
-
-    let bare_put = wrk(&bare_addr, Method::Put, conns, secs);
-    let dm_put = wrk(&dm, Method::Put, conns, secs);
-    println!("\n## PUT of a leaf (64 leaves in rotation), closed loop (wrk -t1 -c{conns})");
-    println!("{}", Wrk::header());
-    println!("{}", bare_put.row("bare axum + HashMap (baseline)"));
-    println!("{}", dm_put.row("dmtree: one durable SQLite commit per PUT"));
-    println!("ratio dmtree/bare throughput: {:.2}", dm_put.rps / bare_put.rps);
 
     if big > 0 {
         tree_size(&server, &target(&dm), conns, secs, big).await;
@@ -112,13 +105,13 @@ async fn tree_size(server: &common::Server, dm: &str, conns: usize, secs: Durati
     let rate = 5_000.0;
     bulk_load(&admin, 0, 1_000).await;
     let nodes = |n: u64| n + n.div_ceil(1000) + 4;
-    let small = open_loop(dm, conns, rate, secs).await;
+    let small = open_loop(dm, conns, rate, secs, leaf_get()).await;
     let rss_before = rss_kib(server.pid());
     let started = Instant::now();
     bulk_load(&admin, 1_000, big).await;
     let load_secs = started.elapsed().as_secs_f64();
     let rss_after = rss_kib(server.pid());
-    let large = open_loop(dm, conns, rate, secs).await;
+    let large = open_loop(dm, conns, rate, secs, leaf_get()).await;
     println!("\n## GET latency as the config store grows (paced at {rate:.0} req/s)");
     println!("{}", Report::header());
     println!("{}", small.row(&format!("{} nodes", nodes(1_000))));
@@ -148,152 +141,16 @@ async fn bulk_load(admin: &common::Http, from: u64, to: u64) {
     }
 }
 
-fn wrk_available() -> bool {
-    std::process::Command::new("wrk").arg("--version").output().is_ok()
-}
-
-/// One wrk run's summary.
-struct Wrk {
-    rps: f64,
-    p50: String,
-    p99: String,
-    errors: u64,
-}
-
-impl Wrk {
-    fn header() -> String {
-        "| server | req/s | p50 | p99 | non-2xx |\n|---|---:|---:|---:|---:|".into()
-    }
-
-    fn row(&self, name: &str) -> String {
-        format!("| {name} | {:.0} | {} | {} | {} |", self.rps, self.p50, self.p99, self.errors)
-    }
-}
-
-/// Runs wrk with one thread; PUTs rotate over 64 leaves.
-fn wrk(base: &str, method: Method, conns: usize, duration: Duration) -> Wrk {
-    let script = std::env::temp_dir().join("dmtree-bench-put.lua");
-    std::fs::write(
-        &script,
-        r#"counter = 0
-request = function()
-  counter = counter + 1
-  local headers = {}
-  for k, v in pairs(wrk.headers) do headers[k] = v end
-  headers["Content-Type"] = "application/json"
-  return wrk.format("PUT", "/tree/config/bench/p" .. (counter % 64), headers, '{"value": ' .. counter .. '}')
-end
-"#,
-    )
-    .expect("lua script");
-    let mut cmd = std::process::Command::new("wrk");
-    cmd.args(["-t1", &format!("-c{conns}"), &format!("-d{}s", duration.as_secs().max(1)), "--latency"])
-        .args(["-H", &format!("Authorization: Bearer {}", common::ADMIN)]);
-    if let Method::Put = method {
-        cmd.arg("-s").arg(&script);
-    }
-    let out = cmd.arg(format!("{base}{LEAF}")).output().expect("run wrk");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let field = |prefix: &str| {
-        text.lines().find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_owned())).unwrap_or_default()
-    };
-    let errors = field("Non-2xx or 3xx responses:").parse().unwrap_or(0);
-    assert_eq!(errors, 0, "wrk saw failed requests; the figures would be meaningless:\n{text}");
-    Wrk { rps: field("Requests/sec:").parse().unwrap_or(0.0), p50: field("50%"), p99: field("99%"), errors }
-}
-
-#[derive(Clone, Copy)]
-enum Method {
-    Get,
-    Put,
-}
-
-struct Report {
-    requests: u64,
-    errors: u64,
-    elapsed: Duration,
-    latency: Histogram<u64>,
-}
-
-impl Report {
-    fn rps(&self) -> f64 {
-        self.requests as f64 / self.elapsed.as_secs_f64()
-    }
-
-    fn header() -> String {
-        "| server | req/s | p50 ms | p99 ms | p99.9 ms | errors |\n|---|---:|---:|---:|---:|---:|".into()
-    }
-
-    fn row(&self, name: &str) -> String {
-        let ms = |q: f64| self.latency.value_at_quantile(q) as f64 / 1000.0;
-        format!(
-            "| {name} | {:.0} | {:.3} | {:.3} | {:.3} | {} |",
-            self.rps(),
-            ms(0.5),
-            ms(0.99),
-            ms(0.999),
-            self.errors
-        )
-    }
-}
-
-fn get_request(addr: &str) -> Request<Full<Bytes>> {
-    Request::builder()
-        .header(header::HOST, addr)
-        .header(header::AUTHORIZATION, format!("Bearer {}", common::ADMIN))
-        .uri(LEAF)
-        .body(Full::new(Bytes::new()))
-        .expect("request")
-}
-
-/// Requests at a fixed total rate, spread over the connections. Latency is
-/// measured from each request's send time; a connection whose previous answer
-/// is late sends at once (the timer is 1 ms coarse, so sends come in bursts,
-/// which only makes the figures worse).
-async fn open_loop(addr: &str, conns: usize, rate: f64, duration: Duration) -> Report {
-    let per_conn = Duration::from_secs_f64(conns as f64 / rate);
-    let start = tokio::time::Instant::now();
-    let mut tasks = Vec::new();
-    for id in 0..conns {
-        let addr = addr.to_owned();
-        tasks.push(tokio::spawn(async move {
-            let mut conn = connect(&addr).await;
-            let mut hist = Histogram::<u64>::new(3).expect("histogram");
-            let (mut n, mut errors) = (0u64, 0u64);
-            let offset = per_conn.mul_f64(id as f64 / conns as f64);
-            loop {
-                let due = start + offset + per_conn.mul_f64(n as f64);
-                if due.duration_since(start) >= duration {
-                    break;
-                }
-                tokio::time::sleep_until(due).await;
-                let t = Instant::now();
-                if send(&mut conn, get_request(&addr)).await {
-                    hist.record(t.elapsed().as_micros() as u64).expect("record");
-                } else {
-                    errors += 1;
-                    conn = connect(&addr).await;
-                }
-                n += 1;
-            }
-            (n, errors, hist)
-        }));
-    }
-    let report = collect(tasks, duration).await;
-    assert_eq!(report.errors, 0, "paced requests failed; the figures would be meaningless");
-    Report { elapsed: start.elapsed().max(duration), ..report }
-}
-
-async fn collect(tasks: Vec<tokio::task::JoinHandle<(u64, u64, Histogram<u64>)>>, elapsed: Duration) -> Report {
-    let mut latency = Histogram::new(3).expect("histogram");
-    let (mut requests, mut errors) = (0, 0);
-    for t in tasks {
-        let (n, e, h) = t.await.expect("load task");
-        requests += n - e;
-        errors += e;
-        latency.add(&h).expect("merge");
-    }
-    Report { requests, errors, elapsed, latency }
+/// GETs of the bench leaf, as the admin.
+fn leaf_get() -> MakeRequest {
+    Arc::new(|addr, _| {
+        Request::builder()
+            .header(header::HOST, addr)
+            .header(header::AUTHORIZATION, format!("Bearer {}", common::ADMIN))
+            .uri(LEAF)
+            .body(Full::new(Bytes::new()))
+            .expect("request")
+    })
 }
 
 /// The baseline, in its own process like dmtree: the same JSON from a HashMap.
@@ -336,7 +193,7 @@ fn bare_server() {
     let store: Store = Arc::new(RwLock::new(HashMap::from([(LEAF.to_owned(), Bytes::from(body))])));
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async move {
-        let app = Router::new().route("/tree/{*path}", axum::routing::get(bare_get).put(bare_put)).with_state(store);
+        let app = Router::new().route("/tree/{*path}", axum::routing::get(bare_get)).with_state(store);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         println!("{}", listener.local_addr().expect("addr"));
         axum::serve(listener, app).await.expect("serve");
@@ -348,9 +205,4 @@ async fn bare_get(State(store): State<Store>, uri: axum::http::Uri) -> impl Into
         Some(b) => ([(header::CONTENT_TYPE, "application/json")], b.clone()).into_response(),
         None => axum::http::StatusCode::NOT_FOUND.into_response(),
     }
-}
-
-async fn bare_put(State(store): State<Store>, uri: axum::http::Uri, body: Bytes) -> impl IntoResponse {
-    store.write().insert(uri.path().to_owned(), body);
-    axum::http::StatusCode::OK
 }

@@ -99,6 +99,7 @@ pub async fn build(config: ServerConfig) -> anyhow::Result<AppState> {
         config,
         push,
         federation,
+        state,
         shutdown: tokio::sync::watch::channel(false).0,
         streams: Arc::default(),
     }))

@@ -16,6 +16,8 @@ pub struct App {
     pub config: ServerConfig,
     pub push: Arc<dmtree_push::Push>,
     pub federation: Arc<crate::federation::Federation>,
+    /// The state database, for its group-commit figures.
+    pub state: dmtree_state::SqliteState,
     /// Flips to `true` when the server shuts down; long-lived streams end.
     pub shutdown: tokio::sync::watch::Sender<bool>,
     /// Open event streams per principal.

@@ -35,3 +35,137 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
+
+pub fn wrk_available() -> bool {
+    std::process::Command::new("wrk").arg("--version").output().is_ok()
+}
+
+/// One wrk run's summary.
+pub struct Wrk {
+    pub rps: f64,
+    pub p50: String,
+    pub p99: String,
+    pub errors: u64,
+}
+
+impl Wrk {
+    pub fn header() -> String {
+        "| server | req/s | p50 | p99 | non-2xx |\n|---|---:|---:|---:|---:|".into()
+    }
+
+    pub fn row(&self, name: &str) -> String {
+        format!("| {name} | {:.0} | {} | {} | {} |", self.rps, self.p50, self.p99, self.errors)
+    }
+}
+
+/// Runs `wrk -t1 -c<conns> --latency` on `url` with a bearer token; `script`
+/// is Lua defining `request` (plain GETs of `url` without one). Panics if any
+/// request failed: the figures would be meaningless.
+pub fn wrk(url: &str, conns: usize, duration: std::time::Duration, script: Option<&str>, token: &str) -> Wrk {
+    let mut cmd = std::process::Command::new("wrk");
+    cmd.args(["-t1", &format!("-c{conns}"), &format!("-d{}s", duration.as_secs().max(1)), "--latency"]);
+    if !token.is_empty() {
+        cmd.args(["-H", &format!("Authorization: Bearer {token}")]);
+    }
+    let file = tempfile::Builder::new().suffix(".lua").tempfile().expect("lua script");
+    if let Some(script) = script {
+        std::fs::write(file.path(), script).expect("lua script");
+        cmd.arg("-s").arg(file.path());
+    }
+    let out = cmd.arg(url).output().expect("run wrk");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |prefix: &str| {
+        text.lines().find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_owned())).unwrap_or_default()
+    };
+    let errors = field("Non-2xx or 3xx responses:").parse().unwrap_or(0);
+    assert_eq!(errors, 0, "wrk saw failed requests; the figures would be meaningless:\n{text}");
+    Wrk { rps: field("Requests/sec:").parse().unwrap_or(0.0), p50: field("50%"), p99: field("99%"), errors }
+}
+
+/// Latency figures of a paced run.
+pub struct Report {
+    pub requests: u64,
+    pub errors: u64,
+    pub elapsed: std::time::Duration,
+    pub latency: hdrhistogram::Histogram<u64>,
+}
+
+impl Report {
+    pub fn rps(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    pub fn p99_ms(&self) -> f64 {
+        self.latency.value_at_quantile(0.99) as f64 / 1000.0
+    }
+
+    pub fn header() -> String {
+        "| server | req/s | p50 ms | p99 ms | p99.9 ms | errors |\n|---|---:|---:|---:|---:|---:|".into()
+    }
+
+    pub fn row(&self, name: &str) -> String {
+        let ms = |q: f64| self.latency.value_at_quantile(q) as f64 / 1000.0;
+        format!(
+            "| {name} | {:.0} | {:.3} | {:.3} | {:.3} | {} |",
+            self.rps(),
+            ms(0.5),
+            ms(0.99),
+            ms(0.999),
+            self.errors
+        )
+    }
+}
+
+/// Builds the `n`th request a paced client sends to `addr`.
+pub type MakeRequest = std::sync::Arc<dyn Fn(&str, u64) -> Request<Full<Bytes>> + Send + Sync>;
+
+/// Requests at a fixed total rate, spread over the connections. Latency is
+/// measured from each request's send time; a connection whose previous answer
+/// is late sends at once (the timer is 1 ms coarse, so sends come in bursts,
+/// which only makes the figures worse). Panics if any request failed.
+pub async fn open_loop(
+    addr: &str,
+    conns: usize,
+    rate: f64,
+    duration: std::time::Duration,
+    make: MakeRequest,
+) -> Report {
+    let per_conn = std::time::Duration::from_secs_f64(conns as f64 / rate);
+    let start = tokio::time::Instant::now();
+    let mut tasks = Vec::new();
+    for id in 0..conns {
+        let (addr, make) = (addr.to_owned(), make.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = connect(&addr).await;
+            let mut hist = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+            let (mut n, mut errors) = (0u64, 0u64);
+            let offset = per_conn.mul_f64(id as f64 / conns as f64);
+            loop {
+                let due = start + offset + per_conn.mul_f64(n as f64);
+                if due.duration_since(start) >= duration {
+                    break;
+                }
+                tokio::time::sleep_until(due).await;
+                let t = std::time::Instant::now();
+                if send(&mut conn, make(&addr, n * conns as u64 + id as u64)).await {
+                    hist.record(t.elapsed().as_micros() as u64).expect("record");
+                } else {
+                    errors += 1;
+                    conn = connect(&addr).await;
+                }
+                n += 1;
+            }
+            (n, errors, hist)
+        }));
+    }
+    let mut latency = hdrhistogram::Histogram::new(3).expect("histogram");
+    let (mut requests, mut errors) = (0, 0);
+    for t in tasks {
+        let (n, e, h) = t.await.expect("load task");
+        requests += n - e;
+        errors += e;
+        latency.add(&h).expect("merge");
+    }
+    assert_eq!(errors, 0, "paced requests failed; the figures would be meaningless");
+    Report { requests, errors, elapsed: start.elapsed().max(duration), latency }
+}

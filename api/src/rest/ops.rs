@@ -28,6 +28,9 @@ pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     m.revision.set(app.tree.events().head() as i64);
     m.sessions_open.set(app.tree.session_count() as i64);
     m.journal_failures.set(app.tree.events().journal_failures() as i64);
+    let batches = app.state.batch_stats();
+    m.commit_batches.set(batches.batches as i64);
+    m.committed_writes.set(batches.units as i64);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], m.render())
 }
 

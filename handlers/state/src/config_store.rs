@@ -3,16 +3,15 @@
 //! overlay until `prepare` writes them in one SQLite transaction, which
 //! `commit` then commits: all or nothing, also across a crash.
 
+use crate::codec::{NodeRow, decode, encode};
+use crate::group_commit::Unit;
+use crate::{SqliteState, StateError};
 use async_trait::async_trait;
 use dmtree_core::nodemap::{Mutation, NodeMap, Op, subtree_end};
 use dmtree_core::{
     DataHandler, DmtError, Meta, NewNode, Node, OpContext, PropsPatch, Result, Scope, TxId, Uri, UriPattern, Value,
 };
 use futures_util::TryStreamExt;
-use sqlx::SqliteConnection;
-
-use crate::codec::{decode, encode};
-use crate::{SqliteState, StateError};
 
 /// Meta for the nodes a pattern matches (patterns are relative to the store's mount point).
 #[derive(Debug, Clone)]
@@ -69,13 +68,8 @@ impl ConfigStore {
                 self.nodes.stage(tx, &muts);
             }
             None => {
-                let mut unit = self.state.group.unit().await.map_err(failure)?;
                 let muts = self.nodes.finish(&self.nodes.plan(None, op)?);
-                if let Err(e) = persist(unit.conn(), &muts).await {
-                    unit.rollback().await;
-                    return Err(e);
-                }
-                unit.commit().await.map_err(failure)?;
+                self.state.group.commit(persist(&muts)).await.map_err(failure)?;
                 self.nodes.apply(&muts);
             }
         }
@@ -83,38 +77,43 @@ impl ConfigStore {
     }
 }
 
-async fn persist(conn: &mut SqliteConnection, muts: &[Mutation]) -> Result<()> {
-    for m in muts {
-        match m {
-            Mutation::Put(key, entry) => {
-                let row = encode(entry);
-                sqlx::query(
-                    "INSERT INTO nodes (path, format, value, title, mime, version, modified_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
-                     ON CONFLICT(path) DO UPDATE SET format = excluded.format, value = excluded.value, title = excluded.title, \
-                     mime = excluded.mime, version = excluded.version, modified_ms = excluded.modified_ms",
-                )
-                .bind(key.as_bytes())
-                .bind(row.format)
-                .bind(row.value)
-                .bind(row.title)
-                .bind(row.mime)
-                .bind(row.version)
-                .bind(row.modified_ms)
-                .execute(&mut *conn)
-                .await
-                .map_err(failure)?;
-            }
-            Mutation::DeleteSubtree(key) => {
-                sqlx::query("DELETE FROM nodes WHERE path >= ?1 AND path < ?2")
-                    .bind(key.as_bytes())
-                    .bind(subtree_end(key).into_bytes())
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(failure)?;
-            }
-        }
+/// The rows that make `muts` durable. A row never goes back to an older
+/// version: batches may carry the refreshes of a shared ancestor out of order.
+fn persist(muts: &[Mutation]) -> Unit {
+    enum RowOp {
+        Put(Vec<u8>, NodeRow),
+        DeleteSubtree(Vec<u8>, Vec<u8>),
     }
-    Ok(())
+    let rows: Vec<RowOp> = muts
+        .iter()
+        .map(|m| match m {
+            Mutation::Put(key, entry) => RowOp::Put(key.as_bytes().to_vec(), encode(entry)),
+            Mutation::DeleteSubtree(key) => {
+                RowOp::DeleteSubtree(key.as_bytes().to_vec(), subtree_end(key).into_bytes())
+            }
+        })
+        .collect();
+    let mut unit = Unit::default();
+    unit.push(move |c| {
+        for row in rows {
+            match row {
+                RowOp::Put(key, r) => c
+                    .prepare_cached(
+                        "INSERT INTO nodes (path, format, value, title, mime, version, modified_ms) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                         ON CONFLICT(path) DO UPDATE SET format = excluded.format, value = excluded.value, \
+                         title = excluded.title, mime = excluded.mime, version = excluded.version, \
+                         modified_ms = excluded.modified_ms WHERE excluded.version > nodes.version",
+                    )?
+                    .execute((key, r.format, r.value, r.title, r.mime, r.version, r.modified_ms))?,
+                RowOp::DeleteSubtree(from, to) => {
+                    c.prepare_cached("DELETE FROM nodes WHERE path >= ?1 AND path < ?2")?.execute((from, to))?
+                }
+            };
+        }
+        Ok(())
+    });
+    unit
 }
 
 #[async_trait]
@@ -166,28 +165,21 @@ impl DataHandler for ConfigStore {
         true
     }
 
+    /// Stamps the transaction's versions and readies its rows; the tree's
+    /// ACLs and events join them (`TreeStore::stage`) before the commit.
     async fn prepare(&self, tx: TxId) -> Result<()> {
-        // The unit holds the writer from here to commit: versions are stamped
-        // in the order the changes enter the batch, which is their commit order.
-        let mut unit = self.state.group.unit().await.map_err(failure)?;
         let log = self.nodes.prepare(tx);
-        if log.is_empty() {
-            unit.rollback().await;
-            return Ok(());
+        if !log.is_empty() {
+            self.state.prepared.lock().insert(tx, persist(&log));
         }
-        if let Err(e) = persist(unit.conn(), &log).await {
-            unit.rollback().await;
-            return Err(e);
-        }
-        self.state.prepared.lock().insert(tx, unit);
         Ok(())
     }
 
-    /// Waits until the batch holding the transaction is durable, then shows its changes.
+    /// Waits until the batch carrying the transaction is durable, then shows its changes.
     async fn commit(&self, tx: TxId) -> Result<()> {
         let prepared = self.state.prepared.lock().remove(&tx);
         if let Some(unit) = prepared
-            && let Err(e) = unit.commit().await
+            && let Err(e) = self.state.group.commit(unit).await
         {
             self.nodes.rollback(tx);
             return Err(failure(e));
@@ -197,10 +189,7 @@ impl DataHandler for ConfigStore {
     }
 
     async fn rollback(&self, tx: TxId) {
-        let prepared = self.state.prepared.lock().remove(&tx);
-        if let Some(unit) = prepared {
-            unit.rollback().await;
-        }
+        self.state.prepared.lock().remove(&tx);
         self.nodes.rollback(tx);
     }
 }

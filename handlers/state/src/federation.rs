@@ -19,25 +19,20 @@ impl SqliteState {
     }
 
     pub async fn add_mount(&self, id: &str, spec: &str, created_ms: i64) -> Result<(), StateError> {
-        self.write(async |conn| {
-            sqlx::query("INSERT INTO mounts (id, spec, created_ms) VALUES (?1, ?2, ?3)")
-                .bind(id)
-                .bind(spec)
-                .bind(created_ms)
-                .execute(&mut *conn)
-                .await?;
-            Ok(())
+        let (id, spec) = (id.to_owned(), spec.to_owned());
+        self.write(move |c| {
+            c.execute("INSERT INTO mounts (id, spec, created_ms) VALUES (?1, ?2, ?3)", (id, spec, created_ms)).map(drop)
         })
         .await
     }
 
     /// Forgets the mount, its saved configuration and where its bridge stopped.
     pub async fn remove_mount(&self, id: &str) -> Result<(), StateError> {
-        self.write(async |conn| {
-            sqlx::query("DELETE FROM mounts WHERE id = ?1").bind(id).execute(&mut *conn).await?;
-            sqlx::query("DELETE FROM handler_configs WHERE mount_id = ?1").bind(id).execute(&mut *conn).await?;
-            sqlx::query("DELETE FROM bridge_positions WHERE mount_id = ?1").bind(id).execute(&mut *conn).await?;
-            Ok(())
+        let id = id.to_owned();
+        self.write(move |c| {
+            c.execute("DELETE FROM mounts WHERE id = ?1", [&id])?;
+            c.execute("DELETE FROM handler_configs WHERE mount_id = ?1", [&id])?;
+            c.execute("DELETE FROM bridge_positions WHERE mount_id = ?1", [&id]).map(drop)
         })
         .await
     }
@@ -52,17 +47,14 @@ impl SqliteState {
     }
 
     pub async fn save_handler_config(&self, id: &str, config: &str, updated_ms: i64) -> Result<(), StateError> {
-        self.write(async |conn| {
-            sqlx::query(
+        let (id, config) = (id.to_owned(), config.to_owned());
+        self.write(move |c| {
+            c.execute(
                 "INSERT INTO handler_configs (mount_id, config, updated_ms) VALUES (?1, ?2, ?3)
                  ON CONFLICT (mount_id) DO UPDATE SET config = excluded.config, updated_ms = excluded.updated_ms",
+                (id, config, updated_ms),
             )
-            .bind(id)
-            .bind(config)
-            .bind(updated_ms)
-            .execute(&mut *conn)
-            .await?;
-            Ok(())
+            .map(drop)
         })
         .await
     }
@@ -72,24 +64,20 @@ impl SqliteState {
     }
 
     pub async fn add_grant(&self, id: &str, grant: &str, created_ms: i64) -> Result<(), StateError> {
-        self.write(async |conn| {
-            sqlx::query("INSERT INTO federation_grants (id, grant_json, created_ms) VALUES (?1, ?2, ?3)")
-                .bind(id)
-                .bind(grant)
-                .bind(created_ms)
-                .execute(&mut *conn)
-                .await?;
-            Ok(())
+        let (id, grant) = (id.to_owned(), grant.to_owned());
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO federation_grants (id, grant_json, created_ms) VALUES (?1, ?2, ?3)",
+                (id, grant, created_ms),
+            )
+            .map(drop)
         })
         .await
     }
 
     pub async fn remove_grant(&self, id: &str) -> Result<(), StateError> {
-        self.write(async |conn| {
-            sqlx::query("DELETE FROM federation_grants WHERE id = ?1").bind(id).execute(&mut *conn).await?;
-            Ok(())
-        })
-        .await
+        let id = id.to_owned();
+        self.write(move |c| c.execute("DELETE FROM federation_grants WHERE id = ?1", [id]).map(drop)).await
     }
 
     /// Where the bridge of mount `id` stopped, if it was bridging from the same `remote`.
@@ -107,17 +95,14 @@ impl SqliteState {
         if positions.is_empty() {
             return Ok(());
         }
-        self.write(async |conn| {
+        let positions = positions.to_vec();
+        self.write(move |c| {
+            let mut upsert = c.prepare_cached(
+                "INSERT INTO bridge_positions (mount_id, remote, position) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (mount_id) DO UPDATE SET remote = excluded.remote, position = excluded.position",
+            )?;
             for (id, remote, position) in positions {
-                sqlx::query(
-                    "INSERT INTO bridge_positions (mount_id, remote, position) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (mount_id) DO UPDATE SET remote = excluded.remote, position = excluded.position",
-                )
-                .bind(id)
-                .bind(remote)
-                .bind(*position as i64)
-                .execute(&mut *conn)
-                .await?;
+                upsert.execute((id, remote, position as i64))?;
             }
             Ok(())
         })

@@ -51,6 +51,8 @@ pub enum StateError {
     Sql(#[from] sqlx::Error),
     #[error("state database commit failed: {0}")]
     Commit(String),
+    #[error("cannot start the state database writer: {0}")]
+    Writer(String),
 }
 
 /// What an acknowledged write survives.
@@ -67,10 +69,10 @@ pub enum Durability {
 }
 
 impl Durability {
-    fn synchronous(self) -> SqliteSynchronous {
+    fn pragma(self) -> &'static str {
         match self {
-            Self::Fsync => SqliteSynchronous::Full,
-            Self::Os => SqliteSynchronous::Normal,
+            Self::Fsync => "FULL",
+            Self::Os => "NORMAL",
         }
     }
 }
@@ -95,26 +97,43 @@ impl SqliteState {
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(durability.synchronous())
+            .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .log_statements(tracing::log::LevelFilter::Trace);
         let open_err = |source| StateError::Open { path: path.display().to_string(), source };
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options.clone()).await.map_err(open_err)?;
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(open_err)?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        let writer = options.connect().await.map_err(open_err)?;
-        Ok(Self { pool, group: GroupCommit::start(writer), prepared: Arc::default() })
+        let writer = writer_connection(path, durability).map_err(|e| StateError::Writer(e.to_string()))?;
+        let group = GroupCommit::start(writer).map_err(|e| StateError::Writer(e.to_string()))?;
+        Ok(Self { pool, group, prepared: Arc::default() })
     }
 
     /// How many batches the writer committed, holding how many writes.
-    pub async fn batch_stats(&self) -> BatchStats {
-        self.group.stats().await
+    pub fn batch_stats(&self) -> BatchStats {
+        self.group.stats()
     }
 
     /// Runs `statements` as one all-or-nothing write and waits until it is durable.
-    async fn write<T>(
+    async fn write<T: Send + 'static>(
         &self,
-        statements: impl AsyncFnOnce(&mut sqlx::SqliteConnection) -> Result<T, sqlx::Error>,
+        statements: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StateError> {
-        Unit::run(&self.group, statements).await
+        let out = Arc::new(parking_lot::Mutex::new(None));
+        let slot = out.clone();
+        let mut unit = Unit::default();
+        unit.push(move |conn| statements(conn).map(|t| *slot.lock() = Some(t)));
+        self.group.commit(unit).await?;
+        let value = out.lock().take();
+        value.ok_or_else(|| StateError::Commit("the write produced no result".into()))
     }
+}
+
+/// The writer's own connection. Only it writes; `durability` sets whether
+/// each commit waits for the disk (the readers never write, so theirs is moot).
+fn writer_connection(path: &Path, durability: Durability) -> rusqlite::Result<rusqlite::Connection> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", durability.pragma())?;
+    Ok(conn)
 }

@@ -30,25 +30,20 @@ impl SqliteState {
     }
 
     pub async fn add_subscription(&self, sub: &StoredSubscription, created_ms: i64) -> Result<(), StateError> {
-        self.write(async |conn| {
-            sqlx::query("INSERT INTO subscriptions (id, spec, position, created_ms) VALUES (?1, ?2, ?3, ?4)")
-                .bind(&sub.id)
-                .bind(&sub.spec)
-                .bind(sub.position as i64)
-                .bind(created_ms)
-                .execute(&mut *conn)
-                .await?;
-            Ok(())
+        let StoredSubscription { id, spec, position } = sub.clone();
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO subscriptions (id, spec, position, created_ms) VALUES (?1, ?2, ?3, ?4)",
+                (id, spec, position as i64, created_ms),
+            )
+            .map(drop)
         })
         .await
     }
 
     pub async fn remove_subscription(&self, id: &str) -> Result<(), StateError> {
-        self.write(async |conn| {
-            sqlx::query("DELETE FROM subscriptions WHERE id = ?1").bind(id).execute(&mut *conn).await?;
-            Ok(())
-        })
-        .await
+        let id = id.to_owned();
+        self.write(move |c| c.execute("DELETE FROM subscriptions WHERE id = ?1", [id]).map(drop)).await
     }
 
     /// Records confirmed positions, all in one transaction.
@@ -56,13 +51,12 @@ impl SqliteState {
         if positions.is_empty() {
             return Ok(());
         }
-        self.write(async |conn| {
+        let positions = positions.to_vec();
+        self.write(move |c| {
+            let mut update =
+                c.prepare_cached("UPDATE subscriptions SET position = ?2 WHERE id = ?1 AND position < ?2")?;
             for (id, position) in positions {
-                sqlx::query("UPDATE subscriptions SET position = ?2 WHERE id = ?1 AND position < ?2")
-                    .bind(id)
-                    .bind(*position as i64)
-                    .execute(&mut *conn)
-                    .await?;
+                update.execute((id, position as i64))?;
             }
             Ok(())
         })

@@ -22,15 +22,13 @@ impl SqliteState {
     }
 
     pub async fn add_token(&self, token: &TokenRecord, created_ms: i64) -> Result<(), StateError> {
-        self.write(async |conn| {
-            sqlx::query("INSERT INTO tokens (hash, principal, label, created_ms) VALUES (?1, ?2, ?3, ?4)")
-                .bind(&token.hash)
-                .bind(&token.principal)
-                .bind(&token.label)
-                .bind(created_ms)
-                .execute(&mut *conn)
-                .await?;
-            Ok(())
+        let TokenRecord { hash, principal, label } = token.clone();
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO tokens (hash, principal, label, created_ms) VALUES (?1, ?2, ?3, ?4)",
+                (hash, principal, label, created_ms),
+            )
+            .map(drop)
         })
         .await
     }
@@ -38,14 +36,11 @@ impl SqliteState {
     /// Revokes a token for good: forgets a stored one, and records the hash
     /// so that a configured one stays refused after restarts too.
     pub async fn revoke_token(&self, hash: &str, revoked_ms: i64) -> Result<(), StateError> {
-        self.write(async |conn| {
-            sqlx::query("DELETE FROM tokens WHERE hash = ?1").bind(hash).execute(&mut *conn).await?;
-            sqlx::query("INSERT OR REPLACE INTO revoked_tokens (hash, revoked_ms) VALUES (?1, ?2)")
-                .bind(hash)
-                .bind(revoked_ms)
-                .execute(&mut *conn)
-                .await?;
-            Ok(())
+        let hash = hash.to_owned();
+        self.write(move |c| {
+            c.execute("DELETE FROM tokens WHERE hash = ?1", [&hash])?;
+            c.execute("INSERT OR REPLACE INTO revoked_tokens (hash, revoked_ms) VALUES (?1, ?2)", (&hash, revoked_ms))
+                .map(drop)
         })
         .await
     }
@@ -57,10 +52,7 @@ impl SqliteState {
 
     /// Forgets the stored tokens with this label (the first-start `bootstrap` one).
     pub async fn remove_tokens_labelled(&self, label: &str) -> Result<u64, StateError> {
-        self.write(async |conn| {
-            let done = sqlx::query("DELETE FROM tokens WHERE label = ?1").bind(label).execute(&mut *conn).await?;
-            Ok(done.rows_affected())
-        })
-        .await
+        let label = label.to_owned();
+        self.write(move |c| c.execute("DELETE FROM tokens WHERE label = ?1", [label]).map(|n| n as u64)).await
     }
 }

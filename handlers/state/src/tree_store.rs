@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use dmtree_core::event::JournalEntry;
 use dmtree_core::{Acl, DmtError, Event, Result, TreeStore, TxId, Uri};
-use sqlx::{Row, SqliteConnection};
+use sqlx::Row;
 
 use crate::SqliteState;
 
@@ -18,16 +18,15 @@ impl TreeStore for SqliteState {
     async fn append_events(&self, events: &[Arc<Event>], settled: &[TxId]) -> Result<()> {
         let bodies =
             events.iter().map(|e| journal_body(e).map(|b| (e.revision as i64, b))).collect::<Result<Vec<_>>>()?;
-        self.write(async |conn| {
-            for (revision, body) in bodies {
-                sqlx::query("INSERT OR REPLACE INTO events (revision, body) VALUES (?1, ?2)")
-                    .bind(revision)
-                    .bind(body)
-                    .execute(&mut *conn)
-                    .await?;
+        let settled: Vec<i64> = settled.iter().map(|t| t.0 as i64).collect();
+        self.write(move |c| {
+            let mut insert = c.prepare_cached("INSERT OR REPLACE INTO events (revision, body) VALUES (?1, ?2)")?;
+            for row in bodies {
+                insert.execute(row)?;
             }
-            for id in settled {
-                sqlx::query("DELETE FROM pending_events WHERE tx = ?1").bind(id.0 as i64).execute(&mut *conn).await?;
+            let mut settle = c.prepare_cached("DELETE FROM pending_events WHERE tx = ?1")?;
+            for tx in settled {
+                settle.execute([tx])?;
             }
             Ok(())
         })
@@ -36,18 +35,21 @@ impl TreeStore for SqliteState {
     }
 
     async fn stage(&self, tx: TxId, acls: &[(Uri, Option<Acl>)], pending: &[Event]) -> Result<()> {
-        let prepared = self.prepared.lock().remove(&tx);
-        match prepared {
-            // Inside the handlers' open unit: durable with their changes.
-            Some(mut unit) => {
-                let written = write_staged(unit.conn(), tx, acls, pending).await;
-                self.prepared.lock().insert(tx, unit);
-                written
+        let staged = Staged::new(tx, acls, pending)?;
+        // Joins the handlers' unit, if there is one: durable with their changes.
+        let joined = match self.prepared.lock().get_mut(&tx) {
+            Some(unit) => {
+                unit.push(move |c| staged.write(c));
+                true
             }
-            // No SQLite change to pair with: only the ACLs need keeping.
-            None if !acls.is_empty() => self.write(async |conn| write_acls(conn, acls).await).await.map_err(failure),
-            None => Ok(()),
+            None => false,
+        };
+        // No SQLite change to pair with: only the ACLs need keeping.
+        if joined || acls.is_empty() {
+            return Ok(());
         }
+        let acls = Staged::new(tx, acls, &[])?;
+        self.write(move |c| acls.write(c)).await.map_err(failure)
     }
 
     async fn pending_events(&self) -> Result<Vec<(TxId, Event)>> {
@@ -75,16 +77,14 @@ impl TreeStore for SqliteState {
     }
 
     async fn prune_events(&self, up_to: u64) -> Result<()> {
-        self.write(async |conn| {
-            sqlx::query("DELETE FROM events WHERE revision <= ?1").bind(up_to as i64).execute(&mut *conn).await?;
-            Ok(())
-        })
-        .await
-        .map_err(failure)
+        self.write(move |c| c.execute("DELETE FROM events WHERE revision <= ?1", [up_to as i64]).map(drop))
+            .await
+            .map_err(failure)
     }
 
     async fn save_acls(&self, changes: &[(Uri, Option<Acl>)]) -> Result<()> {
-        self.write(async |conn| write_acls(conn, changes).await).await.map_err(failure)
+        let staged = Staged::new(TxId(0), changes, &[])?;
+        self.write(move |c| staged.write(c)).await.map_err(failure)
     }
 
     async fn load_acls(&self) -> Result<Vec<(Uri, Acl)>> {
@@ -107,37 +107,39 @@ fn journal_event(body: &str) -> Result<Event> {
     serde_json::from_str::<JournalEntry>(body).map(JournalEntry::into_event).map_err(failure)
 }
 
-async fn write_acls(conn: &mut SqliteConnection, changes: &[(Uri, Option<Acl>)]) -> Result<(), sqlx::Error> {
-    for (uri, acl) in changes {
-        let key = uri.key().as_bytes();
-        let query = match acl {
-            Some(acl) => {
-                sqlx::query("INSERT OR REPLACE INTO acls (uri, acl) VALUES (?1, ?2)").bind(key).bind(acl.to_string())
-            }
-            None => sqlx::query("DELETE FROM acls WHERE uri = ?1").bind(key),
-        };
-        query.execute(&mut *conn).await?;
-    }
-    Ok(())
+/// A transaction's ACL changes and pending events, as rows.
+struct Staged {
+    tx: i64,
+    /// `(uri key, ACL text or None to clear)`.
+    acls: Vec<(Vec<u8>, Option<String>)>,
+    pending: Vec<String>,
 }
 
-async fn write_staged(
-    conn: &mut SqliteConnection,
-    tx: TxId,
-    acls: &[(Uri, Option<Acl>)],
-    pending: &[Event],
-) -> Result<()> {
-    write_acls(conn, acls).await.map_err(failure)?;
-    for (seq, e) in pending.iter().enumerate() {
-        sqlx::query("INSERT OR REPLACE INTO pending_events (tx, seq, body) VALUES (?1, ?2, ?3)")
-            .bind(tx.0 as i64)
-            .bind(seq as i64)
-            .bind(journal_body(e)?)
-            .execute(&mut *conn)
-            .await
-            .map_err(failure)?;
+impl Staged {
+    fn new(tx: TxId, acls: &[(Uri, Option<Acl>)], pending: &[Event]) -> Result<Self> {
+        Ok(Self {
+            tx: tx.0 as i64,
+            acls: acls.iter().map(|(u, a)| (u.key().as_bytes().to_vec(), a.as_ref().map(Acl::to_string))).collect(),
+            pending: pending.iter().map(journal_body).collect::<Result<_>>()?,
+        })
     }
-    Ok(())
+
+    fn write(self, c: &rusqlite::Connection) -> rusqlite::Result<()> {
+        for (key, acl) in self.acls {
+            match acl {
+                Some(acl) => {
+                    c.prepare_cached("INSERT OR REPLACE INTO acls (uri, acl) VALUES (?1, ?2)")?.execute((key, acl))
+                }
+                None => c.prepare_cached("DELETE FROM acls WHERE uri = ?1")?.execute([key]),
+            }?;
+        }
+        let mut insert =
+            c.prepare_cached("INSERT OR REPLACE INTO pending_events (tx, seq, body) VALUES (?1, ?2, ?3)")?;
+        for (seq, body) in self.pending.into_iter().enumerate() {
+            insert.execute((self.tx, seq as i64, body))?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

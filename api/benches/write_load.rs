@@ -1,0 +1,231 @@
+//! Write benchmark: `dmtree serve` PUT, with `durability = "fsync"` and
+//! `"os"`, against etcd's HTTP gateway `put` (fsync on every WAL batch), side
+//! by side in one run, at 1, 32 and 256 connections; then dmtree's PUT latency
+//! paced at half of its peak, and a 90 % GET / 10 % PUT mix against pure GETs.
+//!
+//! `cargo bench -p dmtree-api --bench write_load` (see BENCHMARKS.md). Needs
+//! wrk; etcd is measured when installed (`apt-get install etcd-server`).
+//! Knobs: `BENCH_SECS` (per run, default 5), `BENCH_KEYS` (keys written in
+//! rotation, default 1024; every system writes the same number).
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::Request;
+use hyper::header;
+
+use common::load::{MakeRequest, Report, Wrk, open_loop, wrk, wrk_available};
+
+const LEAF: &str = "/tree/config/w/leaf";
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench -- --list`
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    rt.block_on(run());
+}
+
+async fn run() {
+    let secs = Duration::from_secs(common::env_or("BENCH_SECS", 5));
+    let keys = common::env_or("BENCH_KEYS", 1024);
+    if !wrk_available() {
+        eprintln!("write_load needs wrk (apt-get install wrk)");
+        std::process::exit(2);
+    }
+    let durable = common::Server::start(&common::config_with("[config_store]\ndurability = \"fsync\"\n"));
+    let relaxed = common::Server::start(&common::config_with("[config_store]\ndurability = \"os\"\n"));
+    let etcd = Etcd::start().await;
+    if etcd.is_none() {
+        println!("(etcd is not installed: apt-get install etcd-server; its rows are skipped)");
+    }
+    println!("# write_load: {} s per run, {keys} keys in rotation, loopback", secs.as_secs());
+
+    let dm_put = dmtree_put_script(keys);
+    let etcd_put = etcd_put_script(keys);
+    let mut peak_32 = 0.0;
+    for conns in [1, 32, 256] {
+        // Warm-up: every key exists before the measured run.
+        for server in [&durable, &relaxed] {
+            wrk(&format!("{}{LEAF}", server.base), conns, Duration::from_secs(1), Some(&dm_put), common::ADMIN);
+        }
+        let before = batches(&durable).await;
+        let fsync = wrk(&format!("{}{LEAF}", durable.base), conns, secs, Some(&dm_put), common::ADMIN);
+        let after = batches(&durable).await;
+        let os = wrk(&format!("{}{LEAF}", relaxed.base), conns, secs, Some(&dm_put), common::ADMIN);
+        let etcd_run = etcd.as_ref().map(|e| {
+            wrk(&format!("{}/v3/kv/put", e.base), conns, Duration::from_secs(1), Some(&etcd_put), "");
+            wrk(&format!("{}/v3/kv/put", e.base), conns, secs, Some(&etcd_put), "")
+        });
+        println!("\n## PUT, closed loop (wrk -t1 -c{conns})");
+        println!("{}", Wrk::header());
+        if let Some(e) = &etcd_run {
+            println!("{}", e.row("etcd 3.4 gateway put (baseline; fsyncs its WAL)"));
+        }
+        println!("{}", fsync.row("dmtree, durability = fsync"));
+        println!("{}", os.row("dmtree, durability = os"));
+        let (commits, writes) = (after.0 - before.0, after.1 - before.1);
+        println!(
+            "fsync mode: {writes} writes in {commits} commits ({:.1} per fsync)",
+            writes as f64 / commits.max(1) as f64
+        );
+        if let Some(e) = &etcd_run {
+            println!("ratio dmtree fsync / etcd: {:.2}; dmtree os / etcd: {:.2}", fsync.rps / e.rps, os.rps / e.rps);
+        }
+        if conns == 32 {
+            peak_32 = fsync.rps;
+        }
+    }
+
+    let half = peak_32 / 2.0;
+    let addr = durable.base.trim_start_matches("http://").to_owned();
+    let paced = open_loop(&addr, 32, half, secs, put_requests(keys)).await;
+    println!("\n## PUT paced at half of dmtree's fsync peak ({half:.0} req/s, 32 connections)");
+    println!("{}", Report::header());
+    println!("{}", paced.row("dmtree, durability = fsync"));
+
+    let url = format!("{}{LEAF}", durable.base);
+    let leaf = durable.as_admin().put(LEAF, serde_json::json!({"value": 42})).await;
+    assert!(leaf.status < 300, "cannot create {LEAF}: {}", leaf.body);
+    let get = wrk(&url, 32, secs, None, common::ADMIN);
+    let mixed = wrk(&url, 32, secs, Some(&mix_script(keys)), common::ADMIN);
+    println!("\n## 90 % GET / 10 % PUT against pure GET (wrk -t1 -c32, durability = fsync)");
+    println!("{}", Wrk::header());
+    println!("{}", get.row("GET only (baseline)"));
+    println!("{}", mixed.row("90 % GET, 10 % PUT"));
+    println!("ratio mix / GET: {:.2}", mixed.rps / get.rps);
+}
+
+/// (commits, writes committed) of a server's state database so far.
+async fn batches(server: &common::Server) -> (u64, u64) {
+    let admin = server.as_admin();
+    let reply = admin.request(reqwest::Method::GET, "/metrics").send().await.expect("metrics");
+    let text = reply.text().await.expect("metrics body");
+    let value = |name: &str| {
+        text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok())).unwrap_or_default()
+            as u64
+    };
+    (value("dmtree_state_commit_batches "), value("dmtree_state_committed_writes "))
+}
+
+/// wrk Lua: PUT `{"value": n}` to `./config/w/k<n % keys>`, as the `-H` token's owner.
+fn dmtree_put_script(keys: u64) -> String {
+    format!(
+        r#"counter = 0
+request = function()
+  counter = counter + 1
+  local headers = {{}}
+  for k, v in pairs(wrk.headers) do headers[k] = v end
+  headers["Content-Type"] = "application/json"
+  return wrk.format("PUT", "/tree/config/w/k" .. (counter % {keys}), headers, '{{"value": ' .. counter .. '}}')
+end
+"#
+    )
+}
+
+/// wrk Lua: every tenth request a PUT as above, the others a GET of the leaf.
+fn mix_script(keys: u64) -> String {
+    format!(
+        r#"counter = 0
+request = function()
+  counter = counter + 1
+  if counter % 10 ~= 0 then
+    return wrk.format("GET", "{LEAF}")
+  end
+  local headers = {{}}
+  for k, v in pairs(wrk.headers) do headers[k] = v end
+  headers["Content-Type"] = "application/json"
+  return wrk.format("PUT", "/tree/config/w/k" .. (counter % {keys}), headers, '{{"value": ' .. counter .. '}}')
+end
+"#
+    )
+}
+
+/// wrk Lua: etcd's gateway `put` of `/w/k<n % keys>` = `{"value": n}` (base64,
+/// as the gateway's JSON wants bytes), precomputed for every key.
+fn etcd_put_script(keys: u64) -> String {
+    let bodies: Vec<String> = (0..keys)
+        .map(|i| {
+            let key = BASE64.encode(format!("/w/k{i}"));
+            let value = BASE64.encode(format!("{{\"value\": {i}}}"));
+            format!("'{{\"key\":\"{key}\",\"value\":\"{value}\"}}'")
+        })
+        .collect();
+    format!(
+        r#"bodies = {{{}}}
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("POST", "/v3/kv/put", {{["Content-Type"] = "application/json"}}, bodies[(counter % {keys}) + 1])
+end
+"#,
+        bodies.join(",")
+    )
+}
+
+/// The paced client's PUTs, over the same keys.
+fn put_requests(keys: u64) -> MakeRequest {
+    Arc::new(move |addr, n| {
+        Request::builder()
+            .method("PUT")
+            .header(header::HOST, addr)
+            .header(header::AUTHORIZATION, format!("Bearer {}", common::ADMIN))
+            .header(header::CONTENT_TYPE, "application/json")
+            .uri(format!("/tree/config/w/k{}", n % keys))
+            .body(Full::new(Bytes::from(format!("{{\"value\": {n}}}"))))
+            .expect("request")
+    })
+}
+
+/// A single-member etcd on loopback, in a temporary data directory.
+struct Etcd {
+    child: Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    async fn start() -> Option<Etcd> {
+        Command::new("etcd").arg("--version").output().ok()?;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (client, peer) = (common::free_address(), common::free_address());
+        let child = Command::new("etcd")
+            .args(["--name", "bench", "--data-dir"])
+            .arg(dir.path().join("etcd"))
+            .args(["--listen-client-urls", &format!("http://{client}")])
+            .args(["--advertise-client-urls", &format!("http://{client}")])
+            .args(["--listen-peer-urls", &format!("http://{peer}")])
+            .args(["--initial-advertise-peer-urls", &format!("http://{peer}")])
+            .args(["--initial-cluster", &format!("bench=http://{peer}")])
+            .args(["--logger", "zap", "--log-level", "error"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn etcd");
+        let etcd = Etcd { child, base: format!("http://{client}"), _dir: dir };
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(20) {
+            let health = reqwest::get(format!("{}/health", etcd.base)).await;
+            if health.is_ok_and(|r| r.status().is_success()) {
+                return Some(etcd);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("etcd did not become healthy within 20 s");
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
