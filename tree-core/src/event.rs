@@ -1,9 +1,13 @@
 //! The event log: every committed change gets the next revision.
 //!
-//! Revisions are assigned under one lock and handed, in order, to a single
-//! writer task, which makes a batch durable (group commit), appends it to the
-//! in-memory ring and only then broadcasts it. So anything a live subscriber
-//! has seen can be replayed, and replay plus live never leaves a gap.
+//! The store numbers events ([`PendingEvents::seal`]) at the moment it writes
+//! them to its journal, together with the change they describe, so revisions
+//! follow the journal's order and a change never commits without its events.
+//! Once that write is durable the store releases them, in revision order, to
+//! one publisher task, which waits until the change is visible, appends the
+//! events to the in-memory ring and only then broadcasts them. So anything a
+//! live subscriber has seen can be replayed, and replay plus live never
+//! leaves a gap.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -16,7 +20,6 @@ use serde_json::Value as Json;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::acl::{Acl, AclTable, ReadRule};
-use crate::handler::TxId;
 use crate::store::TreeStore;
 use crate::uri::Uri;
 use crate::value::{Format, Value};
@@ -150,24 +153,6 @@ impl EventDraft {
         self
     }
 
-    /// The draft as the journal keeps it until its revision is assigned.
-    pub(crate) fn pending(&self) -> Event {
-        self.clone().seal(0, Utc::now())
-    }
-
-    fn from_pending(e: Event) -> Self {
-        Self {
-            kind: e.kind,
-            uri: e.uri,
-            to: e.to,
-            principal: e.principal,
-            value: e.format.zip(e.value).and_then(|(f, v)| Value::from_json(&v, Some(f)).ok()),
-            session: e.session,
-            via: e.via,
-            read: e.read,
-        }
-    }
-
     pub fn via(mut self, via: Vec<String>) -> Self {
         self.via = via;
         self
@@ -261,14 +246,69 @@ impl Default for EventLogConfig {
     }
 }
 
-struct Batch {
+/// Sealed events on their way to subscribers.
+struct Release {
     events: Vec<Arc<Event>>,
-    ack: Option<oneshot::Sender<()>>,
-    /// Transactions whose staged (pending) events this batch journals.
-    settles: Vec<TxId>,
+    /// Resolves once the change the events describe is visible to readers.
+    visible: Option<oneshot::Receiver<()>>,
+    /// Told the last revision once the events are delivered.
+    published: Option<oneshot::Sender<u64>>,
 }
 
-/// State shared with the writer task (which must not keep the log itself alive).
+/// Numbers events and queues them for delivery in that order.
+struct Sequencer {
+    next: Mutex<u64>,
+    acls: SharedAcls,
+    release: mpsc::UnboundedSender<Release>,
+}
+
+/// Events of one commit on their way into the journal. The store seals them
+/// (numbers them) when it writes them, then releases them once that write is
+/// durable, or unseals them (gives their revisions back) if it failed. Seals
+/// and releases must come in the same order, and an unseal before the next
+/// seal: one writer does all three.
+pub struct PendingEvents {
+    seq: Arc<Sequencer>,
+    drafts: Vec<EventDraft>,
+    sealed: Vec<Arc<Event>>,
+    visible: Option<oneshot::Receiver<()>>,
+    published: Option<oneshot::Sender<u64>>,
+}
+
+impl PendingEvents {
+    /// Assigns the next revisions and stamps the read rules in force now.
+    pub fn seal(&mut self) -> &[Arc<Event>] {
+        let now = Utc::now();
+        let mut next = self.seq.next.lock();
+        let acls = self.seq.acls.read();
+        self.sealed = self
+            .drafts
+            .drain(..)
+            .map(|mut d| {
+                d.stamp(&acls);
+                let e = Arc::new(d.seal(*next, now));
+                *next += 1;
+                e
+            })
+            .collect();
+        &self.sealed
+    }
+
+    /// The write is durable: deliver the events.
+    pub fn release(self) {
+        let release = Release { events: self.sealed, visible: self.visible, published: self.published };
+        let _ = self.seq.release.send(release);
+    }
+
+    /// The write failed: the revisions go to the next events instead.
+    pub fn unseal(self) {
+        if let Some(first) = self.sealed.first() {
+            *self.seq.next.lock() = first.revision;
+        }
+    }
+}
+
+/// State shared with the publisher task (which must not keep the log itself alive).
 struct Shared {
     ring: RwLock<VecDeque<Arc<Event>>>,
     /// The highest revision made durable and visible.
@@ -280,85 +320,60 @@ struct Shared {
 }
 
 pub struct EventLog {
-    next: Mutex<u64>,
-    writer: mpsc::UnboundedSender<Batch>,
+    seq: Arc<Sequencer>,
+    /// Events that belong to no transaction, for the journal task.
+    journal: mpsc::UnboundedSender<PendingEvents>,
     shared: Arc<Shared>,
-    acls: SharedAcls,
 }
 
 impl EventLog {
-    /// Opens the log on a store, resuming after its last revision, and
-    /// journals the events of transactions that committed just before a crash
-    /// (staged with their changes, not yet journaled). Needs a tokio runtime.
+    /// Opens the log on a store, resuming after its last revision. Needs a tokio runtime.
     pub async fn open(store: Arc<dyn TreeStore>, config: EventLogConfig, acls: SharedAcls) -> crate::Result<Arc<Self>> {
-        let mut head = store.head_revision().await?;
-        let pending = store.pending_events().await?;
-        if !pending.is_empty() {
-            let settles: Vec<TxId> = pending.iter().map(|(tx, _)| *tx).collect();
-            let now = Utc::now();
-            let events: Vec<Arc<Event>> = pending
-                .into_iter()
-                .enumerate()
-                .map(|(i, (_, e))| {
-                    let mut draft = EventDraft::from_pending(e);
-                    draft.stamp(&acls.read());
-                    Arc::new(draft.seal(head + 1 + i as u64, now))
-                })
-                .collect();
-            store.append_events(&events, &settles).await?;
-            tracing::warn!(count = events.len(), "journaled the events of writes committed just before a crash");
-            head += events.len() as u64;
-        }
+        let head = store.head_revision().await?;
         let recent = store.read_events(head.saturating_sub(config.ring as u64), config.ring).await?;
         let (live, _) = broadcast::channel(config.live_buffer.max(16));
         let shared = Arc::new(Shared {
             ring: RwLock::new(recent.into_iter().map(Arc::new).collect()),
             head: AtomicU64::new(head),
             live,
-            store,
+            store: store.clone(),
             journal_failures: AtomicU64::new(0),
             config,
         });
-        let (writer, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(shared.clone(), rx));
-        Ok(Arc::new(Self { next: Mutex::new(head + 1), writer, shared, acls }))
+        let (release, released) = mpsc::unbounded_channel();
+        tokio::spawn(publish_loop(shared.clone(), released));
+        let (journal, to_journal) = mpsc::unbounded_channel();
+        tokio::spawn(journal_loop(shared.clone(), to_journal));
+        let seq = Arc::new(Sequencer { next: Mutex::new(head + 1), acls, release });
+        Ok(Arc::new(Self { seq, journal, shared }))
     }
 
-    /// Assigns revisions and queues the events; returns the last revision.
-    pub fn publish(&self, drafts: Vec<EventDraft>) -> u64 {
-        self.submit(drafts, None, Vec::new())
+    /// A commit's events, for its store to seal and release; delivery waits
+    /// for `visible`. The receiver learns the last revision once delivered.
+    pub fn pending(
+        &self,
+        drafts: Vec<EventDraft>,
+        visible: Option<oneshot::Receiver<()>>,
+    ) -> (PendingEvents, oneshot::Receiver<u64>) {
+        let (published, delivered) = oneshot::channel();
+        let pending =
+            PendingEvents { seq: self.seq.clone(), drafts, sealed: Vec::new(), visible, published: Some(published) };
+        (pending, delivered)
     }
 
-    /// Like [`publish`](Self::publish), and waits until the events are durable and visible.
+    /// Journals and delivers events that belong to no transaction.
+    pub fn publish(&self, drafts: Vec<EventDraft>) {
+        let (pending, _) = self.pending(drafts, None);
+        let _ = self.journal.send(pending);
+    }
+
+    /// Like [`publish`](Self::publish), and waits until the events are
+    /// durable and delivered (and everything published before them); returns
+    /// the head revision then.
     pub async fn append(&self, drafts: Vec<EventDraft>) -> u64 {
-        self.append_settling(drafts, Vec::new()).await
-    }
-
-    /// Appends a committed transaction's events, dropping the copies it staged.
-    pub(crate) async fn append_settling(&self, drafts: Vec<EventDraft>, settles: Vec<TxId>) -> u64 {
-        let (tx, rx) = oneshot::channel();
-        let rev = self.submit(drafts, Some(tx), settles);
-        let _ = rx.await;
-        rev
-    }
-
-    fn submit(&self, drafts: Vec<EventDraft>, ack: Option<oneshot::Sender<()>>, settles: Vec<TxId>) -> u64 {
-        let now = Utc::now();
-        let mut next = self.next.lock();
-        let acls = self.acls.read();
-        let events: Vec<_> = drafts
-            .into_iter()
-            .map(|mut d| {
-                d.stamp(&acls);
-                let e = Arc::new(d.seal(*next, now));
-                *next += 1;
-                e
-            })
-            .collect();
-        drop(acls);
-        // Sent under the lock, so the writer sees batches in revision order.
-        let _ = self.writer.send(Batch { events, ack, settles });
-        *next - 1
+        let (pending, delivered) = self.pending(drafts, None);
+        let _ = self.journal.send(pending);
+        delivered.await.unwrap_or_else(|_| self.head())
     }
 
     /// The highest durable revision.
@@ -381,33 +396,44 @@ impl EventLog {
     }
 }
 
-async fn write_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Batch>) {
-    let mut batches = Vec::new();
-    let mut since_prune = 0u64;
-    while rx.recv_many(&mut batches, 1024).await > 0 {
-        let events: Vec<Arc<Event>> = batches.iter().flat_map(|b| b.events.iter().cloned()).collect();
-        let settles: Vec<TxId> = batches.iter().flat_map(|b| b.settles.iter().copied()).collect();
-        if let Err(e) = shared.store.append_events(&events, &settles).await {
+/// Journals the events of no transaction (mounts, sessions, handlers' own
+/// changes), a batch at a time.
+async fn journal_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<PendingEvents>) {
+    let mut batch = Vec::new();
+    while rx.recv_many(&mut batch, 1024).await > 0 {
+        let count: usize = batch.iter().map(|p| p.drafts.len()).sum();
+        if let Err(e) = shared.store.journal(std::mem::take(&mut batch)).await {
             shared.journal_failures.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(error = %e, count = events.len(), "event journal append failed; events stay in memory only");
+            tracing::error!(error = %e, count, "event journal append failed; the events are lost");
         }
-        if let Some(last) = events.last() {
-            let mut ring = shared.ring.write();
-            ring.extend(events.iter().cloned());
-            while ring.len() > shared.config.ring {
-                ring.pop_front();
+    }
+}
+
+/// Delivers released events in revision order, each batch once its change is visible.
+async fn publish_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Release>) {
+    let mut batch = Vec::new();
+    let mut since_prune = 0u64;
+    while rx.recv_many(&mut batch, 1024).await > 0 {
+        for release in batch.drain(..) {
+            if let Some(visible) = release.visible {
+                let _ = visible.await;
             }
-            shared.head.store(last.revision, Ordering::Release);
-        }
-        for e in &events {
-            let _ = shared.live.send(e.clone());
-        }
-        for b in batches.drain(..) {
-            if let Some(ack) = b.ack {
-                let _ = ack.send(());
+            if let Some(last) = release.events.last() {
+                let mut ring = shared.ring.write();
+                ring.extend(release.events.iter().cloned());
+                while ring.len() > shared.config.ring {
+                    ring.pop_front();
+                }
+                shared.head.store(last.revision, Ordering::Release);
             }
+            for e in &release.events {
+                let _ = shared.live.send(e.clone());
+            }
+            if let Some(published) = release.published {
+                let _ = published.send(shared.head.load(Ordering::Acquire));
+            }
+            since_prune += release.events.len() as u64;
         }
-        since_prune += events.len() as u64;
         if since_prune >= 10_000 {
             since_prune = 0;
             let keep_after = shared.head.load(Ordering::Acquire).saturating_sub(shared.config.retain);

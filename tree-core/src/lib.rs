@@ -31,7 +31,7 @@ pub mod via;
 pub use acl::{ADMIN, Acl, Permission, Principal, ReadRule};
 pub use backoff::Backoff;
 pub use error::{DmtError, ErrorCode, Result, error_chain};
-pub use event::{Delivery, Event, EventCursor, EventDraft, EventKind, EventLog, EventLogConfig};
+pub use event::{Delivery, Event, EventCursor, EventDraft, EventKind, EventLog, EventLogConfig, PendingEvents};
 pub use fanout::{Feed, FeedStats, Filter};
 pub use handler::{ChangeSink, ConfigSaver, DataHandler, OpContext, TxId};
 pub use memory::MemoryHandler;

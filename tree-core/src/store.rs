@@ -3,30 +3,30 @@
 //! store here serves tests and embedders that need no persistence.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use crate::acl::Acl;
 use crate::error::Result;
-use crate::event::Event;
+use crate::event::{Event, PendingEvents};
 use crate::handler::TxId;
 use crate::uri::Uri;
 
 #[async_trait]
 pub trait TreeStore: Send + Sync + 'static {
-    /// Journals events and, in the same transaction, forgets the pending
-    /// events staged by the `settled` transactions.
-    async fn append_events(&self, events: &[Arc<Event>], settled: &[TxId]) -> Result<()>;
-    /// Called between a transaction's prepare and commit: makes its ACL
-    /// changes and its events (not yet numbered) durable together with the
-    /// handlers' own writes, inside their open transaction where the store
-    /// shares it (SQLite). A crash after commit then loses no event: the log
-    /// journals what is still pending when it opens.
-    async fn stage(&self, tx: TxId, acls: &[(Uri, Option<Acl>)], pending: &[Event]) -> Result<()>;
-    /// Events staged by transactions that committed but were not journaled.
-    async fn pending_events(&self) -> Result<Vec<(TxId, Event)>>;
+    /// Adds a transaction's ACL changes and events to what its
+    /// [`commit`](Self::commit) makes durable, together with the handlers'
+    /// own writes where the store shares their transaction (SQLite).
+    async fn stage(&self, tx: TxId, acls: &[(Uri, Option<Acl>)], events: Option<PendingEvents>) -> Result<()>;
+    /// The durable point of a transaction (after its handlers prepared):
+    /// everything staged commits at once; the events are sealed as they are
+    /// written and released once durable.
+    async fn commit(&self, tx: TxId) -> Result<()>;
+    /// Forgets what a transaction staged.
+    async fn abandon(&self, tx: TxId);
+    /// Seals, journals and releases events that belong to no transaction, in order.
+    async fn journal(&self, events: Vec<PendingEvents>) -> Result<()>;
     /// Up to `limit` events with revision greater than `after`, in order.
     async fn read_events(&self, after: u64, limit: usize) -> Result<Vec<Event>>;
     /// The highest stored revision (0 when empty).
@@ -38,27 +38,49 @@ pub trait TreeStore: Send + Sync + 'static {
     async fn load_acls(&self) -> Result<Vec<(Uri, Acl)>>;
 }
 
+type Staged = (Vec<(Uri, Option<Acl>)>, Option<PendingEvents>);
+
 #[derive(Default)]
 pub struct MemoryTreeStore {
     events: Mutex<BTreeMap<u64, Event>>,
     acls: Mutex<HashMap<Uri, Acl>>,
+    staged: Mutex<HashMap<TxId, Staged>>,
+    /// Held from seal to release, so that releases follow seals.
+    order: Mutex<()>,
+}
+
+impl MemoryTreeStore {
+    fn write_events(&self, mut pending: PendingEvents) {
+        let _order = self.order.lock();
+        let sealed = pending.seal();
+        self.events.lock().extend(sealed.iter().map(|e| (e.revision, (**e).clone())));
+        pending.release();
+    }
 }
 
 #[async_trait]
 impl TreeStore for MemoryTreeStore {
-    async fn append_events(&self, events: &[Arc<Event>], _settled: &[TxId]) -> Result<()> {
-        let mut map = self.events.lock();
-        map.extend(events.iter().map(|e| (e.revision, (**e).clone())));
+    async fn stage(&self, tx: TxId, acls: &[(Uri, Option<Acl>)], events: Option<PendingEvents>) -> Result<()> {
+        self.staged.lock().insert(tx, (acls.to_vec(), events));
         Ok(())
     }
 
-    /// Nothing here outlives the process, so only the ACLs need keeping.
-    async fn stage(&self, _tx: TxId, acls: &[(Uri, Option<Acl>)], _pending: &[Event]) -> Result<()> {
-        self.save_acls(acls).await
+    async fn commit(&self, tx: TxId) -> Result<()> {
+        let Some((acls, events)) = self.staged.lock().remove(&tx) else { return Ok(()) };
+        self.save_acls(&acls).await?;
+        if let Some(events) = events {
+            self.write_events(events);
+        }
+        Ok(())
     }
 
-    async fn pending_events(&self) -> Result<Vec<(TxId, Event)>> {
-        Ok(Vec::new())
+    async fn abandon(&self, tx: TxId) {
+        self.staged.lock().remove(&tx);
+    }
+
+    async fn journal(&self, events: Vec<PendingEvents>) -> Result<()> {
+        events.into_iter().for_each(|p| self.write_events(p));
+        Ok(())
     }
 
     async fn read_events(&self, after: u64, limit: usize) -> Result<Vec<Event>> {

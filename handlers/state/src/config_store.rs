@@ -69,7 +69,9 @@ impl ConfigStore {
             }
             None => {
                 let muts = self.nodes.finish(&self.nodes.plan(None, op)?);
-                self.state.group.commit(persist(&muts)).await.map_err(failure)?;
+                let mut unit = Unit::default();
+                persist(&mut unit, &muts);
+                self.state.group.commit(unit).await.map_err(failure)?;
                 self.nodes.apply(&muts);
             }
         }
@@ -77,9 +79,9 @@ impl ConfigStore {
     }
 }
 
-/// The rows that make `muts` durable. A row never goes back to an older
+/// Adds the rows that make `muts` durable. A row never goes back to an older
 /// version: batches may carry the refreshes of a shared ancestor out of order.
-fn persist(muts: &[Mutation]) -> Unit {
+fn persist(unit: &mut Unit, muts: &[Mutation]) {
     enum RowOp {
         Put(Vec<u8>, NodeRow),
         DeleteSubtree(Vec<u8>, Vec<u8>),
@@ -93,7 +95,6 @@ fn persist(muts: &[Mutation]) -> Unit {
             }
         })
         .collect();
-    let mut unit = Unit::default();
     unit.push(move |c| {
         for row in rows {
             match row {
@@ -113,7 +114,6 @@ fn persist(muts: &[Mutation]) -> Unit {
         }
         Ok(())
     });
-    unit
 }
 
 #[async_trait]
@@ -165,25 +165,18 @@ impl DataHandler for ConfigStore {
         true
     }
 
-    /// Stamps the transaction's versions and readies its rows; the tree's
-    /// ACLs and events join them (`TreeStore::stage`) before the commit.
+    /// Stamps the transaction's versions and readies its rows, which the
+    /// tree's ACLs and events join; the tree's store commits them all at once.
     async fn prepare(&self, tx: TxId) -> Result<()> {
         let log = self.nodes.prepare(tx);
         if !log.is_empty() {
-            self.state.prepared.lock().insert(tx, persist(&log));
+            persist(self.state.prepared.lock().entry(tx).or_default(), &log);
         }
         Ok(())
     }
 
-    /// Waits until the batch carrying the transaction is durable, then shows its changes.
+    /// The rows are durable (the tree committed its store): show the changes.
     async fn commit(&self, tx: TxId) -> Result<()> {
-        let prepared = self.state.prepared.lock().remove(&tx);
-        if let Some(unit) = prepared
-            && let Err(e) = self.state.group.commit(unit).await
-        {
-            self.nodes.rollback(tx);
-            return Err(failure(e));
-        }
         self.nodes.commit(tx);
         Ok(())
     }
@@ -210,9 +203,8 @@ mod tests {
         let path = dir.path().join("state.db");
         let admin = Principal::named("admin");
         {
-            let store = ConfigStore::open(SqliteState::open(&path, Durability::Fsync).await.unwrap(), Vec::new())
-                .await
-                .unwrap();
+            let state = SqliteState::open(&path, Durability::Fsync).await.unwrap();
+            let store = ConfigStore::open(state.clone(), Vec::new()).await.unwrap();
             let cx = OpContext { principal: &admin, tx: None };
             store.add(cx, &u("a"), NewNode::Interior).await.unwrap();
             store.add(cx, &u("a/b"), NewNode::Leaf(Value::Int(1))).await.unwrap();
@@ -221,6 +213,7 @@ mod tests {
             let committed = OpContext { principal: &admin, tx: Some(TxId(1)) };
             store.add(committed, &u("c"), NewNode::Leaf(Value::string("yes"))).await.unwrap();
             store.prepare(TxId(1)).await.unwrap();
+            dmtree_core::TreeStore::commit(&state, TxId(1)).await.unwrap();
             store.commit(TxId(1)).await.unwrap();
 
             let abandoned = OpContext { principal: &admin, tx: Some(TxId(2)) };

@@ -19,12 +19,15 @@ use tokio::sync::oneshot;
 use crate::StateError;
 
 type Job = Box<dyn FnOnce(&Connection) -> rusqlite::Result<()> + Send>;
+/// Told whether the unit committed, as soon as that is known.
+type Hook = Box<dyn FnOnce(bool) + Send>;
 type Outcome = Result<(), Arc<str>>;
 
 /// Statements that commit all together or not at all.
 #[derive(Default)]
 pub(crate) struct Unit {
     jobs: Vec<Job>,
+    hooks: Vec<Hook>,
 }
 
 impl Unit {
@@ -32,8 +35,19 @@ impl Unit {
         self.jobs.push(Box::new(job));
     }
 
+    /// Runs `hook` on the writer once the unit's fate is known: right after
+    /// its batch commits (hooks in commit order), or as soon as it fails,
+    /// before any later unit runs.
+    pub(crate) fn then(&mut self, hook: impl FnOnce(bool) + Send + 'static) {
+        self.hooks.push(Box::new(hook));
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
-        self.jobs.is_empty()
+        self.jobs.is_empty() && self.hooks.is_empty()
+    }
+
+    fn settle(&mut self, committed: bool) {
+        self.hooks.drain(..).for_each(|hook| hook(committed));
     }
 }
 
@@ -118,29 +132,45 @@ fn write_loop(conn: &Connection, queue: &mpsc::Receiver<Submission>, stats: &Cou
 fn run_batch(conn: &Connection, batch: &mut [Submission]) -> Vec<Outcome> {
     let failed = |e: rusqlite::Error| -> Arc<str> { e.to_string().into() };
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        batch.iter_mut().for_each(|s| s.unit.settle(false));
         let e = failed(e);
         return batch.iter().map(|_| Err(e.clone())).collect();
     }
     let mut outcomes: Vec<Outcome> = batch.iter_mut().map(|s| run_unit(conn, &mut s.unit).map_err(failed)).collect();
-    if let Err(e) = conn.execute_batch("COMMIT") {
-        tracing::error!(error = %e, units = batch.len(), "state database commit failed");
-        // SQLite may have rolled back already; the next batch must start clean.
-        let _ = conn.execute_batch("ROLLBACK");
-        let e = failed(e);
-        outcomes.iter_mut().for_each(|o| *o = Err(e.clone()));
+    match conn.execute_batch("COMMIT") {
+        Ok(()) => batch.iter_mut().for_each(|s| s.unit.settle(true)),
+        Err(e) => {
+            tracing::error!(error = %e, units = batch.len(), "state database commit failed");
+            // SQLite may have rolled back already; the next batch must start clean.
+            let _ = conn.execute_batch("ROLLBACK");
+            // In reverse: each unit gives back what it took after the one before.
+            batch.iter_mut().rev().for_each(|s| s.unit.settle(false));
+            let e = failed(e);
+            outcomes.iter_mut().for_each(|o| *o = Err(e.clone()));
+        }
     }
     outcomes
 }
 
+/// Runs a unit in its own savepoint; a failed one is undone (and told so) at once.
 fn run_unit(conn: &Connection, unit: &mut Unit) -> rusqlite::Result<()> {
-    conn.execute_batch("SAVEPOINT unit")?;
-    for job in unit.jobs.drain(..) {
-        if let Err(e) = job(conn) {
-            conn.execute_batch("ROLLBACK TO unit; RELEASE unit")?;
-            return Err(e);
+    let run = |sql: &str| conn.prepare_cached(sql)?.execute([]).map(drop);
+    let mut statements = || {
+        run("SAVEPOINT unit")?;
+        for job in unit.jobs.drain(..) {
+            if let Err(e) = job(conn) {
+                run("ROLLBACK TO unit")?;
+                run("RELEASE unit")?;
+                return Err(e);
+            }
         }
+        run("RELEASE unit")
+    };
+    let ran = statements();
+    if ran.is_err() {
+        unit.settle(false);
     }
-    conn.execute_batch("RELEASE unit")
+    ran
 }
 
 #[cfg(test)]

@@ -135,5 +135,8 @@ fn writer_connection(path: &Path, durability: Durability) -> rusqlite::Result<ru
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", durability.pragma())?;
+    // Savepoints journal the pages they touch; in memory, not in a temporary file.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }

@@ -4,10 +4,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use dmtree_core::event::JournalEntry;
-use dmtree_core::{Acl, DmtError, Event, Result, TreeStore, TxId, Uri};
+use dmtree_core::{Acl, DmtError, Event, PendingEvents, Result, TreeStore, TxId, Uri};
 use sqlx::Row;
 
 use crate::SqliteState;
+use crate::group_commit::Unit;
 
 fn failure(e: impl ToString) -> DmtError {
     DmtError::store(&Uri::root(), e)
@@ -15,49 +16,36 @@ fn failure(e: impl ToString) -> DmtError {
 
 #[async_trait]
 impl TreeStore for SqliteState {
-    async fn append_events(&self, events: &[Arc<Event>], settled: &[TxId]) -> Result<()> {
-        let bodies =
-            events.iter().map(|e| journal_body(e).map(|b| (e.revision as i64, b))).collect::<Result<Vec<_>>>()?;
-        let settled: Vec<i64> = settled.iter().map(|t| t.0 as i64).collect();
-        self.write(move |c| {
-            let mut insert = c.prepare_cached("INSERT OR REPLACE INTO events (revision, body) VALUES (?1, ?2)")?;
-            for row in bodies {
-                insert.execute(row)?;
-            }
-            let mut settle = c.prepare_cached("DELETE FROM pending_events WHERE tx = ?1")?;
-            for tx in settled {
-                settle.execute([tx])?;
-            }
-            Ok(())
-        })
-        .await
-        .map_err(failure)
-    }
-
-    async fn stage(&self, tx: TxId, acls: &[(Uri, Option<Acl>)], pending: &[Event]) -> Result<()> {
-        let staged = Staged::new(tx, acls, pending)?;
-        // Joins the handlers' unit, if there is one: durable with their changes.
-        let joined = match self.prepared.lock().get_mut(&tx) {
-            Some(unit) => {
-                unit.push(move |c| staged.write(c));
-                true
-            }
-            None => false,
-        };
-        // No SQLite change to pair with: only the ACLs need keeping.
-        if joined || acls.is_empty() {
-            return Ok(());
+    async fn stage(&self, tx: TxId, acls: &[(Uri, Option<Acl>)], events: Option<PendingEvents>) -> Result<()> {
+        let acls = acl_rows(acls);
+        let mut prepared = self.prepared.lock();
+        // Joins the handlers' unit if they prepared one: durable with their changes.
+        let unit = prepared.entry(tx).or_default();
+        if !acls.is_empty() {
+            unit.push(move |c| write_acls(c, acls));
         }
-        let acls = Staged::new(tx, acls, &[])?;
-        self.write(move |c| acls.write(c)).await.map_err(failure)
+        if let Some(events) = events {
+            journal_into(unit, events);
+        }
+        Ok(())
     }
 
-    async fn pending_events(&self) -> Result<Vec<(TxId, Event)>> {
-        let rows = sqlx::query("SELECT tx, body FROM pending_events ORDER BY tx, seq")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(failure)?;
-        rows.iter().map(|r| Ok((TxId(r.get::<i64, _>("tx") as u64), journal_event(r.get("body"))?))).collect()
+    async fn commit(&self, tx: TxId) -> Result<()> {
+        let unit = self.prepared.lock().remove(&tx);
+        match unit {
+            Some(unit) => self.group.commit(unit).await.map_err(failure),
+            None => Ok(()),
+        }
+    }
+
+    async fn abandon(&self, tx: TxId) {
+        self.prepared.lock().remove(&tx);
+    }
+
+    async fn journal(&self, events: Vec<PendingEvents>) -> Result<()> {
+        let mut unit = Unit::default();
+        events.into_iter().for_each(|p| journal_into(&mut unit, p));
+        self.group.commit(unit).await.map_err(failure)
     }
 
     async fn read_events(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
@@ -83,8 +71,8 @@ impl TreeStore for SqliteState {
     }
 
     async fn save_acls(&self, changes: &[(Uri, Option<Acl>)]) -> Result<()> {
-        let staged = Staged::new(TxId(0), changes, &[])?;
-        self.write(move |c| staged.write(c)).await.map_err(failure)
+        let rows = acl_rows(changes);
+        self.write(move |c| write_acls(c, rows)).await.map_err(failure)
     }
 
     async fn load_acls(&self) -> Result<Vec<(Uri, Acl)>> {
@@ -107,39 +95,46 @@ fn journal_event(body: &str) -> Result<Event> {
     serde_json::from_str::<JournalEntry>(body).map(JournalEntry::into_event).map_err(failure)
 }
 
-/// A transaction's ACL changes and pending events, as rows.
-struct Staged {
-    tx: i64,
-    /// `(uri key, ACL text or None to clear)`.
-    acls: Vec<(Vec<u8>, Option<String>)>,
-    pending: Vec<String>,
+/// `(uri key, ACL text or None to clear)`.
+type AclRow = (Vec<u8>, Option<String>);
+
+fn acl_rows(changes: &[(Uri, Option<Acl>)]) -> Vec<AclRow> {
+    changes.iter().map(|(u, a)| (u.key().as_bytes().to_vec(), a.as_ref().map(Acl::to_string))).collect()
 }
 
-impl Staged {
-    fn new(tx: TxId, acls: &[(Uri, Option<Acl>)], pending: &[Event]) -> Result<Self> {
-        Ok(Self {
-            tx: tx.0 as i64,
-            acls: acls.iter().map(|(u, a)| (u.key().as_bytes().to_vec(), a.as_ref().map(Acl::to_string))).collect(),
-            pending: pending.iter().map(journal_body).collect::<Result<_>>()?,
-        })
+fn write_acls(c: &rusqlite::Connection, rows: Vec<AclRow>) -> rusqlite::Result<()> {
+    for (key, acl) in rows {
+        match acl {
+            Some(acl) => {
+                c.prepare_cached("INSERT OR REPLACE INTO acls (uri, acl) VALUES (?1, ?2)")?.execute((key, acl))
+            }
+            None => c.prepare_cached("DELETE FROM acls WHERE uri = ?1")?.execute([key]),
+        }?;
     }
+    Ok(())
+}
 
-    fn write(self, c: &rusqlite::Connection) -> rusqlite::Result<()> {
-        for (key, acl) in self.acls {
-            match acl {
-                Some(acl) => {
-                    c.prepare_cached("INSERT OR REPLACE INTO acls (uri, acl) VALUES (?1, ?2)")?.execute((key, acl))
-                }
-                None => c.prepare_cached("DELETE FROM acls WHERE uri = ?1")?.execute([key]),
-            }?;
-        }
-        let mut insert =
-            c.prepare_cached("INSERT OR REPLACE INTO pending_events (tx, seq, body) VALUES (?1, ?2, ?3)")?;
-        for (seq, body) in self.pending.into_iter().enumerate() {
-            insert.execute((self.tx, seq as i64, body))?;
+/// Adds events to a unit: numbered when the writer reaches them, so
+/// revisions follow the journal; released (or their numbers given back)
+/// once the unit's fate is known.
+fn journal_into(unit: &mut Unit, events: PendingEvents) {
+    let events = Arc::new(parking_lot::Mutex::new(Some(events)));
+    let hook = events.clone();
+    unit.push(move |c| {
+        let mut guard = events.lock();
+        let Some(pending) = guard.as_mut() else { return Ok(()) };
+        let mut insert = c.prepare_cached("INSERT INTO events (revision, body) VALUES (?1, ?2)")?;
+        for e in pending.seal() {
+            let body = journal_body(e).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
+            insert.execute((e.revision as i64, body))?;
         }
         Ok(())
-    }
+    });
+    unit.then(move |committed| {
+        if let Some(pending) = hook.lock().take() {
+            if committed { pending.release() } else { pending.unseal() }
+        }
+    });
 }
 
 #[cfg(test)]
@@ -148,57 +143,76 @@ mod tests {
 
     use dmtree_core::acl::AclTable;
     use dmtree_core::{
-        Acl, DataHandler, Event, EventKind, EventLog, EventLogConfig, NewNode, OpContext, Principal, ReadRule,
+        Acl, DataHandler, EventDraft, EventKind, EventLog, EventLogConfig, NewNode, OpContext, Principal, ReadRule,
         TreeStore, TxId, Uri, UriLimits, Value,
     };
     use parking_lot::RwLock;
 
     use crate::{ConfigStore, Durability, SqliteState};
 
-    /// A crash after the SQLite commit but before the journal append: the
-    /// change, its ACL and its (still unnumbered) event committed together,
-    /// and the log journals the event when it opens.
+    fn acls() -> Arc<RwLock<AclTable>> {
+        Arc::new(RwLock::new(AclTable::new(Acl::default_root())))
+    }
+
+    /// A change, its ACL and its event commit in one unit: once the commit
+    /// returns, all three are on disk (the process may die at once), and the
+    /// event got its revision there.
     #[tokio::test]
-    async fn events_staged_with_a_commit_are_journaled_after_a_crash() {
+    async fn a_change_its_acl_and_its_event_commit_together() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
         let admin = Principal::named("admin");
         let uri = Uri::parse("./s", &UriLimits::default()).unwrap();
         let secret: Acl = "Get=admin".parse().unwrap();
         {
-            let state = SqliteState::open(&path, Durability::Fsync).await.unwrap();
-            let store = ConfigStore::open(state.clone(), Vec::new()).await.unwrap();
+            let state = Arc::new(SqliteState::open(&path, Durability::Fsync).await.unwrap());
+            let log = EventLog::open(state.clone(), EventLogConfig::default(), acls()).await.unwrap();
+            let store = ConfigStore::open((*state).clone(), Vec::new()).await.unwrap();
             let cx = OpContext { principal: &admin, tx: Some(TxId(9)) };
             store.add(cx, &uri, NewNode::Leaf(Value::string("SECRET"))).await.unwrap();
             store.prepare(TxId(9)).await.unwrap();
-            let event = Event {
-                revision: 0,
-                timestamp: chrono::Utc::now(),
-                kind: EventKind::Added,
-                uri: uri.clone(),
-                to: None,
-                principal: Some("admin".into()),
-                format: Some(dmtree_core::Format::String),
-                value: Some(serde_json::json!("SECRET")),
-                session: None,
-                via: Vec::new(),
-                read: ReadRule::only(&admin),
-            };
-            state.stage(TxId(9), &[(uri.clone(), Some(secret.clone()))], &[event]).await.unwrap();
-            store.commit(TxId(9)).await.unwrap();
-            // ...and the process dies here, before the journal append.
+            let draft = EventDraft::new(EventKind::Added, uri.clone())
+                .value(Some(Value::string("SECRET")))
+                .read_rule(ReadRule::only(&admin));
+            let (events, _delivered) = log.pending(vec![draft], None);
+            state.stage(TxId(9), &[(uri.clone(), Some(secret.clone()))], Some(events)).await.unwrap();
+            state.commit(TxId(9)).await.unwrap();
+            // ...and the process dies here, before the handler shows the change.
         }
         let state = Arc::new(SqliteState::open(&path, Durability::Fsync).await.unwrap());
+        let store = ConfigStore::open((*state).clone(), Vec::new()).await.unwrap();
+        let cx = OpContext { principal: &admin, tx: None };
+        assert_eq!(store.get(cx, &uri).await.unwrap().value, Some(Value::string("SECRET")));
         assert_eq!(state.load_acls().await.unwrap(), vec![(uri.clone(), secret)], "the ACL committed with the node");
-        let acls = Arc::new(RwLock::new(AclTable::new(Acl::default_root())));
-        let log = EventLog::open(state.clone(), EventLogConfig::default(), acls.clone()).await.unwrap();
+        let log = EventLog::open(state.clone(), EventLogConfig::default(), acls()).await.unwrap();
         assert_eq!(log.head(), 1);
         let journaled = state.read_events(0, 10).await.unwrap();
-        assert_eq!((journaled[0].uri.clone(), journaled[0].value.clone()), (uri, Some(serde_json::json!("SECRET"))));
+        assert_eq!((journaled[0].revision, journaled[0].uri.clone()), (1, uri));
         assert!(!journaled[0].read.permits(&Principal::Anonymous), "the read rule survives the journal");
-        assert!(state.pending_events().await.unwrap().is_empty(), "settled");
-        drop(log);
-        let again = EventLog::open(state.clone(), EventLogConfig::default(), acls).await.unwrap();
-        assert_eq!(again.head(), 1, "journaled once");
+    }
+
+    /// A unit that fails gives its revisions back: the next events take
+    /// them, so the journal has no hole.
+    #[tokio::test]
+    async fn a_failed_write_gives_its_revisions_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = Arc::new(SqliteState::open(&dir.path().join("s.db"), Durability::Os).await.unwrap());
+        let log = EventLog::open(state.clone(), EventLogConfig::default(), acls()).await.unwrap();
+        let draft = || EventDraft::new(EventKind::Replaced, Uri::from_key("x".to_owned()));
+        assert_eq!(log.append(vec![draft()]).await, 1);
+        let (events, delivered) = log.pending(vec![draft(), draft()], None);
+        state.stage(TxId(1), &[], Some(events)).await.unwrap();
+        // A statement after the events that fails: the whole unit is undone.
+        state
+            .prepared
+            .lock()
+            .get_mut(&TxId(1))
+            .unwrap()
+            .push(|c| c.execute("INSERT INTO nowhere VALUES (1)", []).map(drop));
+        assert!(state.commit(TxId(1)).await.is_err());
+        assert!(delivered.await.is_err(), "never delivered");
+        assert_eq!(log.append(vec![draft()]).await, 2, "revision 2 was given back");
+        let revisions: Vec<u64> = state.read_events(0, 10).await.unwrap().iter().map(|e| e.revision).collect();
+        assert_eq!(revisions, [1, 2]);
     }
 }

@@ -217,8 +217,10 @@ impl Tree {
         }
     }
 
-    /// Two-phase commit across the touched handlers, then ACLs, then events.
-    pub(super) async fn commit_tx(&self, tx: TxState) -> Result<()> {
+    /// Two-phase commit: the handlers prepare; the store makes the changes,
+    /// their ACLs and their (then numbered) events durable at once; the
+    /// handlers show the changes; the events are delivered.
+    pub(super) async fn commit_tx(&self, mut tx: TxState) -> Result<()> {
         for m in &tx.touched {
             if let Err(e) = m.handler.prepare(tx.id).await {
                 tracing::warn!(error = %e, mount = %m.at, "prepare failed; rolling back");
@@ -227,25 +229,42 @@ impl Tree {
                 return Err(DmtError::transaction(&at, format!("prepare failed at {at}: {e}")));
             }
         }
-        // The changes, their ACLs and their events become durable together.
-        if !tx.acls.is_empty() || !tx.events.is_empty() {
-            let pending: Vec<Event> = tx.events.iter().map(EventDraft::pending).collect();
-            if let Err(e) = self.store.stage(tx.id, &tx.acls, &pending).await {
+        // New ACLs are in force before the data they guard becomes visible,
+        // and when the events are stamped with the rights to read them.
+        let undo = match self.apply_acls(&tx.acls) {
+            Ok(undo) => undo,
+            Err(e) => {
                 self.abort(tx).await;
                 return Err(e);
             }
+        };
+        let (visible, shown) = tokio::sync::oneshot::channel();
+        let (events, delivered) = match std::mem::take(&mut tx.events) {
+            drafts if drafts.is_empty() => (None, None),
+            drafts => {
+                let (pending, delivered) = self.log.pending(drafts, Some(shown));
+                (Some(pending), Some(delivered))
+            }
+        };
+        let durable = match self.store.stage(tx.id, &tx.acls, events).await {
+            Ok(()) => self.store.commit(tx.id).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = durable {
+            self.store.abandon(tx.id).await;
+            let _ = self.apply_acls(&undo);
+            self.abort(tx).await;
+            return Err(e);
         }
-        // New ACLs are in force before the data they guard becomes visible.
-        let undo = self.apply_acls(&tx.acls)?;
         for m in &tx.touched {
             if let Err(e) = m.handler.commit(tx.id).await {
                 tracing::error!(error = %e, mount = %m.at, "commit failed after prepare");
-                self.apply_acls(&undo)?;
                 return Err(DmtError::transaction(&m.at, format!("commit failed at {}: {e}", m.at)));
             }
         }
-        if !tx.events.is_empty() {
-            self.log.append_settling(tx.events, vec![tx.id]).await;
+        let _ = visible.send(());
+        if let Some(delivered) = delivered {
+            let _ = delivered.await;
         }
         Ok(())
     }
