@@ -472,8 +472,12 @@ async fn a_broker_mounted_at_run_time_is_managed_then_unmounted() {
         (rabbit(reqwest::Method::GET, &format!("queues/%2F/{q}"), None).await.0 == 200).then_some(())
     })
     .await;
-    let repairs = value(&http, &format!("{base}/monitoring/reconciler/repairs")).await;
-    assert!(repairs.as_u64().unwrap() >= 1);
+    // The count shows in the next poll's snapshot.
+    eventually("the repair is counted", Duration::from_secs(10), async || {
+        let repairs = value(&http, &format!("{base}/monitoring/reconciler/repairs")).await;
+        (repairs.as_u64().unwrap_or(0) >= 1).then_some(())
+    })
+    .await;
 
     // Bad declarations are refused and change nothing.
     let r = admin.put(&format!("{base}/config/queues/%2F/{q}"), json!({"value": {"durable": "maybe"}})).await;

@@ -1,7 +1,8 @@
 //! Write benchmark: `dmtree serve` PUT, with `durability = "fsync"` and
 //! `"os"`, against etcd's HTTP gateway `put` (fsync on every WAL batch), side
 //! by side in one run, at 1, 32 and 256 connections; then dmtree's PUT latency
-//! paced at half of its peak, and a 90 % GET / 10 % PUT mix against pure GETs.
+//! paced at half of its peak, a 90 % GET / 10 % PUT mix against pure GETs,
+//! and a GET of one node against etcd's `range` of one key.
 //!
 //! `cargo bench -p dmtree-api --bench write_load` (see BENCHMARKS.md). Needs
 //! wrk; etcd is measured when installed (`apt-get install etcd-server`).
@@ -102,6 +103,19 @@ async fn run() {
     println!("{}", get.row("GET only (baseline)"));
     println!("{}", mixed.row("90 % GET, 10 % PUT"));
     println!("ratio mix / GET: {:.2}", mixed.rps / get.rps);
+
+    if let Some(e) = &etcd {
+        let range = r#"request = function()
+  return wrk.format("POST", "/v3/kv/range", {["Content-Type"] = "application/json"}, '{"key":"L3cvazE="}')
+end
+"#;
+        let etcd_get = wrk(&format!("{}/v3/kv/range", e.base), 32, secs, Some(range), "");
+        println!("\n## Read of one key: dmtree GET against etcd's gateway range (wrk -t1 -c32)");
+        println!("{}", Wrk::header());
+        println!("{}", etcd_get.row("etcd 3.4 gateway range of /w/k1 (baseline)"));
+        println!("{}", get.row("dmtree GET of a leaf"));
+        println!("ratio dmtree / etcd: {:.2}", get.rps / etcd_get.rps);
+    }
 }
 
 /// (commits, writes committed) of a server's state database so far.

@@ -169,3 +169,53 @@ pub async fn open_loop(
     assert_eq!(errors, 0, "paced requests failed; the figures would be meaningless");
     Report { requests, errors, elapsed: start.elapsed().max(duration), latency }
 }
+
+/// CPU time a process used so far (user + system), in clock ticks.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th of them.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<u64> = rest.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+    fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0)
+}
+
+/// CPU time all cores spent so far, in clock ticks: (in all, idle or waiting for I/O).
+pub fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> =
+        stat.lines().next().unwrap_or_default().split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    (fields.iter().sum(), fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0))
+}
+
+/// Each process's share of the machine's CPU between two readings, in percent
+/// of all cores (so a 2-core machine's processes sum to at most 100).
+pub struct CpuSplit {
+    start: Vec<(String, u32, u64)>,
+    machine: (u64, u64),
+}
+
+impl CpuSplit {
+    pub fn start(processes: &[(&str, u32)]) -> Self {
+        let start = processes.iter().map(|(n, pid)| ((*n).to_owned(), *pid, cpu_ticks(*pid))).collect();
+        CpuSplit { start, machine: machine_ticks() }
+    }
+
+    pub fn finish(self) -> String {
+        let (all, idle) = machine_ticks();
+        let total = all.saturating_sub(self.machine.0).max(1) as f64;
+        let idle = idle.saturating_sub(self.machine.1) as f64 / total * 100.0;
+        let mut used = 0.0;
+        let mut parts: Vec<String> = self
+            .start
+            .iter()
+            .map(|(name, pid, before)| {
+                let share = cpu_ticks(*pid).saturating_sub(*before) as f64 / total * 100.0;
+                used += share;
+                format!("{name} {share:.0} %")
+            })
+            .collect();
+        parts.push(format!("everything else {:.0} %", (100.0 - used - idle).max(0.0)));
+        parts.push(format!("idle {idle:.0} %"));
+        parts.join(", ")
+    }
+}

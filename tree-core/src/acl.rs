@@ -315,6 +315,24 @@ impl AclTable {
         found.cloned().unwrap_or_else(|| Arc::new(Acl::default()))
     }
 
+    /// The ACL that will govern `uri` once `changes` (later ones win) are applied.
+    pub fn effective_with(&self, changes: &[(Uri, Option<Acl>)], uri: &Uri) -> Arc<Acl> {
+        let mut at = Some(uri.clone());
+        while let Some(node) = at {
+            match changes.iter().rev().find(|(u, _)| *u == node) {
+                Some((_, Some(acl))) => return Arc::new(acl.clone()),
+                Some((_, None)) => {}
+                None => {
+                    if let Some(own) = self.own(&node) {
+                        return own;
+                    }
+                }
+            }
+            at = node.parent();
+        }
+        self.root.acl.clone().unwrap_or_else(|| Arc::new(Acl::default()))
+    }
+
     pub fn permits(&self, uri: &Uri, principal: &Principal, perm: Permission) -> bool {
         self.effective(uri).permits(principal, perm)
     }
@@ -399,6 +417,20 @@ fn collect<'a>(node: &'a AclNode, path: &mut Vec<&'a str>, out: &mut Vec<(Uri, A
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn effective_with_pending_changes() {
+        let u = |s: &str| Uri::parse(s, &crate::UriLimits::default()).unwrap();
+        let acl = |s: &str| s.parse::<Acl>().unwrap();
+        let mut table = AclTable::new(acl("Get=*"));
+        table.set(&u("./a"), Some(acl("Get=x"))).unwrap();
+        let changes = vec![(u("./a/b"), Some(acl("Get=y"))), (u("./a"), None)];
+        assert_eq!(*table.effective_with(&changes, &u("./a/b/c")), acl("Get=y"));
+        assert_eq!(*table.effective_with(&changes, &u("./a/z")), acl("Get=*"), "./a's own ACL is cleared");
+        assert_eq!(*table.effective_with(&[], &u("./a/z")), acl("Get=x"));
+        let later = vec![(u("./a"), Some(acl("Get=p"))), (u("./a"), Some(acl("Get=q")))];
+        assert_eq!(*table.effective_with(&later, &u("./a")), acl("Get=q"), "the last change wins");
+    }
     use crate::uri::UriLimits;
     use proptest::prelude::*;
 

@@ -189,6 +189,11 @@ impl EventDraft {
         &self.uri
     }
 
+    /// The new URI, for `renamed` and `copied`.
+    pub fn target(&self) -> Option<&Uri> {
+        self.to.as_ref()
+    }
+
     pub fn kind(&self) -> EventKind {
         self.kind
     }

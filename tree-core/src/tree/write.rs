@@ -229,17 +229,8 @@ impl Tree {
                 return Err(DmtError::transaction(&at, format!("prepare failed at {at}: {e}")));
             }
         }
-        // New ACLs are in force before the data they guard becomes visible,
-        // and when the events are stamped with the rights to read them.
-        let undo = match self.apply_acls(&tx.acls) {
-            Ok(undo) => undo,
-            Err(e) => {
-                self.abort(tx).await;
-                return Err(e);
-            }
-        };
         let (visible, shown) = tokio::sync::oneshot::channel();
-        let (events, delivered) = match std::mem::take(&mut tx.events) {
+        let (events, delivered) = match self.readable_after(std::mem::take(&mut tx.events), &tx.acls) {
             drafts if drafts.is_empty() => (None, None),
             drafts => {
                 let (pending, delivered) = self.log.pending(drafts, Some(shown));
@@ -252,10 +243,11 @@ impl Tree {
         };
         if let Err(e) = durable {
             self.store.abandon(tx.id).await;
-            let _ = self.apply_acls(&undo);
             self.abort(tx).await;
             return Err(e);
         }
+        // New ACLs are in force before the data they guard becomes visible.
+        self.apply_acls(&tx.acls)?;
         for m in &tx.touched {
             if let Err(e) = m.handler.commit(tx.id).await {
                 tracing::error!(error = %e, mount = %m.at, "commit failed after prepare");
@@ -269,16 +261,34 @@ impl Tree {
         Ok(())
     }
 
-    /// Applies ACL changes in memory; returns the changes that undo them.
-    pub(super) fn apply_acls(&self, changes: &[(Uri, Option<Acl>)]) -> Result<Vec<(Uri, Option<Acl>)>> {
+    /// Drafts that also need the ACLs their URIs will have once `changes`
+    /// apply: an event never outlives the rights to read its node.
+    fn readable_after(&self, drafts: Vec<EventDraft>, changes: &[(Uri, Option<Acl>)]) -> Vec<EventDraft> {
+        if changes.is_empty() {
+            return drafts; // sealing stamps the ACLs in force then, which are the same
+        }
+        let acls = self.acls.read();
+        drafts
+            .into_iter()
+            .map(|d| {
+                let after = acls.effective_with(changes, d.uri());
+                let target = d.target().map(|to| acls.effective_with(changes, to));
+                let d = d.readable_under(after);
+                match target {
+                    Some(acl) => d.readable_under(acl),
+                    None => d,
+                }
+            })
+            .collect()
+    }
+
+    /// Applies committed ACL changes in memory.
+    pub(super) fn apply_acls(&self, changes: &[(Uri, Option<Acl>)]) -> Result<()> {
         let mut acls = self.acls.write();
-        let mut undo = Vec::with_capacity(changes.len());
         for (uri, acl) in changes {
-            undo.push((uri.clone(), acls.own(uri).map(|a| (*a).clone())));
             acls.set(uri, acl.clone()).map_err(|e| DmtError::from_acl(uri, e))?;
         }
-        undo.reverse();
-        Ok(undo)
+        Ok(())
     }
 
     /// An event draft that also carries the ACLs governing its URIs now,
