@@ -42,7 +42,7 @@ async fn run() {
     let messages = common::env_or("BENCH_MESSAGES", 50_000);
     let exchange = common::unique("dmtree.bench.");
     let config =
-        format!("[push]\nbuffer = 65536\n\n[push.amqp]\nurl = \"{}\"\nexchange = \"{exchange}\"\n", common::amqp_url());
+        format!("[push]\nbuffer = 65536\nmax_per_owner = 20000\n\n[push.amqp]\nurl = \"{}\"\nexchange = \"{exchange}\"\n", common::amqp_url());
     let server = common::Server::start(&common::config_with(&config));
     let admin = server.as_admin();
     admin.put("/tree/config/bench/seed", json!({"value": 0})).await;
@@ -147,28 +147,11 @@ impl Latency {
     }
 }
 
-/// Paced PUTs making `rate` events per second for `secs`: one durable
-/// commit, and one event, per write (leaves `k0`..`k1023` in rotation).
-async fn load(admin: common::Http, rate: u64, secs: Duration) {
-    let per_request = Duration::from_secs_f64(1.0 / rate as f64);
-    let start = tokio::time::Instant::now();
-    let mut n = 0u64;
-    let mut inflight = tokio::task::JoinSet::new();
-    while start.elapsed() < secs {
-        tokio::time::sleep_until(start + per_request.mul_f64(n as f64)).await;
-        let admin = admin.clone();
-        inflight.spawn(async move {
-            admin.put(&format!("/tree/config/bench/load/k{}", n % 1024), json!({"value": n})).await.status
-        });
-        while inflight.len() > 512 {
-            let status = inflight.join_next().await.expect("a write").expect("put");
-            assert!(status < 300, "PUT failed: {status}");
-        }
-        n += 1;
-    }
-    while let Some(done) = inflight.join_next().await {
-        assert!(done.expect("put") < 300, "PUT failed");
-    }
+/// Paced PUTs over 32 connections making `rate` events per second for
+/// `secs`: one durable commit, and one event, per write.
+async fn load(server: &common::Server, rate: u64, secs: Duration) {
+    let addr = server.base.trim_start_matches("http://");
+    common::load::open_loop(addr, 32, rate as f64, secs, common::load::leaf_puts("/tree/config/bench/load", 1024)).await;
 }
 
 /// RabbitMQ's Erlang VM, for the CPU split.
@@ -216,7 +199,7 @@ async fn latency_phase(server: &common::Server, queue: &str, rate: u64, secs: Du
     let mut processes = vec![("dmtree", server.pid()), ("bench (load + subscribers)", std::process::id())];
     processes.extend(broker_pid().map(|pid| ("RabbitMQ", pid)));
     let cpu = common::load::CpuSplit::start(&processes);
-    load(admin, rate, secs).await;
+    load(server, rate, secs).await;
     let cpu = cpu.finish();
     let _ = sse_task.await;
     let _ = amqp_task.await;
@@ -236,7 +219,7 @@ async fn sse_only_phase(server: &common::Server, rate: u64, secs: Duration) -> L
         }
         lat
     });
-    load(admin, rate, secs).await;
+    load(server, rate, secs).await;
     reader.await.expect("reader")
 }
 

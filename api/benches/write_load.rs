@@ -13,17 +13,12 @@
 mod common;
 
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::Request;
-use hyper::header;
 
-use common::load::{MakeRequest, Report, Wrk, open_loop, wrk, wrk_available};
+use common::load::{Report, Wrk, leaf_puts, open_loop, wrk, wrk_available};
 
 const LEAF: &str = "/tree/config/w/leaf";
 
@@ -88,7 +83,7 @@ async fn run() {
 
     let half = peak_32 / 2.0;
     let addr = durable.base.trim_start_matches("http://").to_owned();
-    let paced = open_loop(&addr, 32, half, secs, put_requests(keys)).await;
+    let paced = open_loop(&addr, 32, half, secs, leaf_puts("/tree/config/w", keys)).await;
     println!("\n## PUT paced at half of dmtree's fsync peak ({half:.0} req/s, 32 connections)");
     println!("{}", Report::header());
     println!("{}", paced.row("dmtree, durability = fsync"));
@@ -183,20 +178,6 @@ end
 "#,
         bodies.join(",")
     )
-}
-
-/// The paced client's PUTs, over the same keys.
-fn put_requests(keys: u64) -> MakeRequest {
-    Arc::new(move |addr, n| {
-        Request::builder()
-            .method("PUT")
-            .header(header::HOST, addr)
-            .header(header::AUTHORIZATION, format!("Bearer {}", common::ADMIN))
-            .header(header::CONTENT_TYPE, "application/json")
-            .uri(format!("/tree/config/w/k{}", n % keys))
-            .body(Full::new(Bytes::from(format!("{{\"value\": {n}}}"))))
-            .expect("request")
-    })
 }
 
 /// A single-member etcd on loopback, in a temporary data directory.

@@ -119,6 +119,20 @@ impl Report {
 /// Builds the `n`th request a paced client sends to `addr`.
 pub type MakeRequest = std::sync::Arc<dyn Fn(&str, u64) -> Request<Full<Bytes>> + Send + Sync>;
 
+/// PUTs of `{"value": n}` to `<parent>/k<n % keys>`, as the admin.
+pub fn leaf_puts(parent: &'static str, keys: u64) -> MakeRequest {
+    std::sync::Arc::new(move |addr, n| {
+        Request::builder()
+            .method("PUT")
+            .header(hyper::header::HOST, addr)
+            .header(hyper::header::AUTHORIZATION, format!("Bearer {}", super::ADMIN))
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .uri(format!("{parent}/k{}", n % keys))
+            .body(Full::new(Bytes::from(format!("{{\"value\": {n}}}"))))
+            .expect("request")
+    })
+}
+
 /// Requests at a fixed total rate, spread over the connections. Latency is
 /// measured from each request's send time; a connection whose previous answer
 /// is late sends at once (the timer is 1 ms coarse, so sends come in bursts,
@@ -175,8 +189,8 @@ pub fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the parenthesised command name; utime and stime are the 12th and 13th of them.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<u64> = rest.split_whitespace().filter_map(|f| f.parse().ok()).collect();
-    fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0)
+    let field = |n: usize| rest.split_whitespace().nth(n).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    field(11) + field(12)
 }
 
 /// CPU time all cores spent so far, in clock ticks: (in all, idle or waiting for I/O).
