@@ -41,8 +41,10 @@ async fn run() {
     let secs = Duration::from_secs(common::env_or("BENCH_SECS", 10));
     let messages = common::env_or("BENCH_MESSAGES", 50_000);
     let exchange = common::unique("dmtree.bench.");
-    let config =
-        format!("[push]\nbuffer = 65536\nmax_per_owner = 20000\n\n[push.amqp]\nurl = \"{}\"\nexchange = \"{exchange}\"\n", common::amqp_url());
+    let config = format!(
+        "[push]\nbuffer = 65536\nmax_per_owner = 20000\n\n[push.amqp]\nurl = \"{}\"\nexchange = \"{exchange}\"\n",
+        common::amqp_url()
+    );
     let server = common::Server::start(&common::config_with(&config));
     let admin = server.as_admin();
     admin.put("/tree/config/bench/seed", json!({"value": 0})).await;
@@ -151,7 +153,8 @@ impl Latency {
 /// `secs`: one durable commit, and one event, per write.
 async fn load(server: &common::Server, rate: u64, secs: Duration) {
     let addr = server.base.trim_start_matches("http://");
-    common::load::open_loop(addr, 32, rate as f64, secs, common::load::leaf_puts("/tree/config/bench/load", 1024)).await;
+    common::load::open_loop(addr, 32, rate as f64, secs, common::load::leaf_puts("/tree/config/bench/load", 1024))
+        .await;
 }
 
 /// RabbitMQ's Erlang VM, for the CPU split.
