@@ -8,9 +8,19 @@ use std::time::Duration;
 use common::{Server, config_with};
 use serde_json::json;
 
+/// A server keeping its state with `durability` ("fsync" or "os").
+fn start(durability: &str) -> Server {
+    Server::start(&config_with(&format!("[config_store]\ndurability = \"{durability}\"\n")))
+}
+
 #[tokio::test]
 async fn committed_writes_acls_and_revisions_survive_kill_9() {
-    let mut server = Server::start(&config_with(""));
+    for durability in ["fsync", "os"] {
+        writes_acls_and_revisions_survive_kill_9(start(durability)).await;
+    }
+}
+
+async fn writes_acls_and_revisions_survive_kill_9(mut server: Server) {
     let admin = server.as_admin();
     for i in 0..50 {
         assert_eq!(admin.put(&format!("/tree/config/d/n{i}"), json!({"value": i})).await.status, 201);
@@ -36,7 +46,12 @@ async fn committed_writes_acls_and_revisions_survive_kill_9() {
 
 #[tokio::test]
 async fn an_atomic_session_is_all_or_nothing_across_a_crash() {
-    let mut server = Server::start(&config_with(""));
+    for durability in ["fsync", "os"] {
+        atomic_session_is_all_or_nothing_across_a_crash(start(durability)).await;
+    }
+}
+
+async fn atomic_session_is_all_or_nothing_across_a_crash(mut server: Server) {
     let admin = server.as_admin();
     admin.put("/tree/config/a/keep", json!({"value": "before"})).await;
 
@@ -73,7 +88,7 @@ async fn an_atomic_session_is_all_or_nothing_across_a_crash() {
 #[tokio::test]
 async fn acknowledged_writes_survive_a_kill_mid_burst() {
     for durability in ["fsync", "os"] {
-        let mut server = Server::start(&config_with(&format!("[config_store]\ndurability = \"{durability}\"\n")));
+        let mut server = start(durability);
         for round in 0..5u64 {
             let acked = burst_until_killed(&mut server, round).await;
             assert!(acked.len() > 32, "{durability} round {round}: the writers made progress ({})", acked.len());

@@ -17,8 +17,20 @@ pub use postgres::*;
 pub use prosody::*;
 pub use server::*;
 
+/// A port free now, below the kernel's ephemeral range (32768 and up): a
+/// server restarted on it must not find it taken by another server's port-0
+/// listener or by an outgoing connection in the meantime.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(7919) ^ std::time::UNIX_EPOCH.elapsed().map_or(0, |d| d.subsec_nanos());
+    for _ in 0..1000 {
+        let port = 20_000 + (seed.wrapping_add(NEXT.fetch_add(7, Ordering::Relaxed)) % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000")
 }
 
 pub fn free_address() -> String {
