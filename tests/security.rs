@@ -273,3 +273,33 @@ async fn event_streams_are_capped_per_principal() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let _again = anon.events("?uri=./config/**", None).await;
 }
+
+/// A write's cost to the one writer is bounded: a transaction may write at
+/// most `max_write_nodes` nodes, counting every node a copy or rename moves
+/// and everything an atomic session staged (found by a probe: copies that
+/// doubled a subtree each time stalled every other writer for seconds).
+#[tokio::test]
+async fn writes_larger_than_the_limit_are_refused_before_they_cost_the_writer() {
+    let server = Server::start(&config_with("[tree]\nmax_write_nodes = 100\n"));
+    let admin = server.as_admin();
+    let leaves = |n: u64| Value::Object((0..n).map(|i| (format!("n{i}"), json!(i))).collect());
+    let r = admin.patch("/tree/config/big", leaves(101)).await;
+    assert_eq!((r.status, r.code()), (413, "limit_exceeded"), "{}", r.body);
+    assert_eq!(admin.get("/tree/config/big").await.status, 404, "nothing of it was kept");
+    assert_eq!(admin.patch("/tree/config/big/a", leaves(60)).await.status, 200);
+    let r = admin.post("/tree/config/big/a?action=copy", json!({"to": "./config/big/b"})).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = admin.post("/tree/config/big?action=copy", json!({"to": "./config/big2"})).await;
+    assert_eq!((r.status, r.code()), (413, "limit_exceeded"), "122 nodes: {}", r.body);
+    let r = admin.post("/tree/config/big?action=rename", json!({"name": "moved"})).await;
+    assert_eq!((r.status, r.code()), (413, "limit_exceeded"), "{}", r.body);
+
+    admin.put("/tree/config/staged/keep", json!({"value": 1})).await;
+    let s = admin.post("/sessions", json!({"root": "./config/staged", "lock": "atomic"})).await;
+    let id = s.body["id"].as_str().expect("a session").to_owned();
+    assert_eq!(admin.patch(&format!("/tree/config/staged/x?session={id}"), leaves(60)).await.status, 200);
+    let r = admin.patch(&format!("/tree/config/staged/y?session={id}"), leaves(60)).await;
+    assert_eq!((r.status, r.code()), (413, "limit_exceeded"), "a session's writes add up: {}", r.body);
+    let listing = admin.get("/tree/config/staged").await.body;
+    assert_eq!(listing["children"].as_object().unwrap().keys().collect::<Vec<_>>(), ["keep"], "rolled back");
+}

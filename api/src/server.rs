@@ -51,7 +51,11 @@ pub async fn build(config: ServerConfig) -> anyhow::Result<AppState> {
         .iter()
         .filter_map(|r| Some(SchemaRule { pattern: r.pattern.strip_base(mount)?, meta: r.meta.clone() }))
         .collect();
-    tree.mount("config", mount.clone(), Arc::new(ConfigStore::open(state.clone(), schema).await?))?;
+    tree.mount(
+        "config",
+        mount.clone(),
+        Arc::new(ConfigStore::open(state.clone(), schema, config.tree.max_write_nodes).await?),
+    )?;
     for m in &config.mounts {
         // Remote mounts are the federation's.
         if m.kind() == HandlerKind::Memory {

@@ -92,7 +92,13 @@ struct Inner {
 
 pub struct NodeMap {
     inner: RwLock<Inner>,
+    /// The most nodes one transaction may write: a write costs the one
+    /// writer (and every reader of the map) in proportion to its size.
+    write_limit: usize,
 }
+
+/// The default [`NodeMap::with_write_limit`].
+pub const MAX_WRITE_NODES: usize = 50_000;
 
 impl Default for NodeMap {
     fn default() -> Self {
@@ -104,7 +110,13 @@ impl NodeMap {
     pub fn new() -> Self {
         let mut nodes = BTreeMap::new();
         nodes.insert(Box::from(""), Entry { value: None, version: 1, modified_ms: now_ms(), extra: None });
-        Self { inner: RwLock::new(Inner { nodes, seq: 1, txs: HashMap::new() }) }
+        Self { inner: RwLock::new(Inner { nodes, seq: 1, txs: HashMap::new() }), write_limit: MAX_WRITE_NODES }
+    }
+
+    /// A map whose transactions may write at most `limit` nodes each (a
+    /// copy or rename counts every node it moves); more is `limit_exceeded`.
+    pub fn with_write_limit(limit: usize) -> Self {
+        Self { write_limit: limit, ..Self::new() }
     }
 
     /// Loads persisted entries (at start-up, before any request).
@@ -143,12 +155,26 @@ impl NodeMap {
     pub fn plan(&self, tx: Option<TxId>, op: Op<'_>) -> Result<Vec<Mutation>> {
         let inner = self.inner.read();
         let view = View::new(&inner, tx);
+        let staged = view.overlay.map_or(0, |o| o.log.len());
+        let room = self.write_limit.saturating_sub(staged);
+        let too_many =
+            |uri: &Uri| DmtError::limit(uri, format!("a transaction may write at most {} nodes", self.write_limit));
+        // Refused before a large subtree is copied into the plan.
+        if let Op::Copy(from, _) | Op::Rename(from, _) = op
+            && view.base_subtree_exceeds(from.key(), room)
+        {
+            return Err(too_many(from));
+        }
         let mut seq = inner.seq;
         let mut next_version = || {
             seq += 1;
             seq
         };
-        view.plan(op, &mut next_version)
+        let muts = view.plan(op, &mut next_version)?;
+        if muts.len() > room {
+            return Err(too_many(op.uri()));
+        }
+        Ok(muts)
     }
 
     /// Stages planned mutations in a transaction's overlay, where only its own reads see them.
@@ -268,6 +294,16 @@ pub enum Op<'a> {
     Copy(&'a Uri, &'a Uri),
 }
 
+impl Op<'_> {
+    /// The node the operation writes (a copy's destination).
+    fn uri(&self) -> &Uri {
+        match self {
+            Op::Add(u, _) | Op::Replace(u, _) | Op::SetProps(u, _) | Op::Delete(u) | Op::Rename(u, _) => u,
+            Op::Copy(_, to) => to,
+        }
+    }
+}
+
 /// Versions never go back: transactions committed in one batch may be shown
 /// in any order, and an older one's refresh of a shared ancestor must not
 /// undo a newer one's (locks keep them from writing the same node otherwise).
@@ -356,6 +392,16 @@ impl<'a> View<'a> {
     }
 
     /// Every node of the subtree at `key` (itself first), in key order.
+    /// Whether the stored subtree at `key` holds more than `n` nodes (counting stops there).
+    fn base_subtree_exceeds(&self, key: &str, n: usize) -> bool {
+        let end = subtree_end(key);
+        self.base
+            .range::<str, _>((Bound::Included(key), Bound::Excluded(end.as_str())))
+            .take(n.saturating_add(1))
+            .count()
+            > n
+    }
+
     fn subtree(&self, key: &str) -> Vec<(String, Entry)> {
         let end = subtree_end(key);
         let range = || (Bound::Included(key), Bound::Excluded(end.as_str()));
@@ -568,6 +614,25 @@ mod tests {
         m.commit(t1);
         assert!(m.get(None, &u("p")).unwrap().props.version > after_t2);
         assert_eq!(m.children(None, &u("p")).unwrap(), ["x", "y"]);
+    }
+
+    #[test]
+    fn a_transaction_writes_at_most_its_limit_of_nodes() {
+        let m = NodeMap::with_write_limit(3);
+        write(&m, None, Op::Add(&u("a"), &NewNode::Interior)).unwrap();
+        for i in 0..3 {
+            write(&m, None, Op::Add(&u(&format!("a/n{i}")), &leaf(i))).unwrap();
+        }
+        let too_many = |r: Result<()>| r.unwrap_err().code == crate::ErrorCode::LimitExceeded;
+        assert!(too_many(write(&m, None, Op::Copy(&u("a"), &u("b")))), "a copy counts every node");
+        assert!(too_many(write(&m, None, Op::Rename(&u("a"), "z"))), "so does a rename");
+        let tx = Some(TxId(7));
+        for i in 0..3 {
+            write(&m, tx, Op::Add(&u(&format!("t{i}")), &leaf(i))).unwrap();
+        }
+        assert!(too_many(write(&m, tx, Op::Add(&u("t3"), &leaf(3)))), "a transaction's writes add up");
+        m.rollback(TxId(7));
+        write(&m, None, Op::Add(&u("t3"), &leaf(3))).unwrap();
     }
 
     #[test]

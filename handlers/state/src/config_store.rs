@@ -31,9 +31,10 @@ fn failure(e: impl ToString) -> DmtError {
 }
 
 impl ConfigStore {
-    /// Loads every stored node into memory.
-    pub async fn open(state: SqliteState, schema: Vec<SchemaRule>) -> Result<Self, StateError> {
-        let nodes = NodeMap::new();
+    /// Loads every stored node into memory. A transaction may write at most
+    /// `write_limit` nodes.
+    pub async fn open(state: SqliteState, schema: Vec<SchemaRule>, write_limit: usize) -> Result<Self, StateError> {
+        let nodes = NodeMap::with_write_limit(write_limit);
         let mut rows =
             sqlx::query("SELECT path, format, value, title, mime, version, modified_ms FROM nodes").fetch(&state.pool);
         let mut batch = Vec::with_capacity(4096);
@@ -191,6 +192,7 @@ impl DataHandler for ConfigStore {
 mod tests {
     use super::*;
     use crate::Durability;
+    use dmtree_core::nodemap::MAX_WRITE_NODES;
     use dmtree_core::{Principal, UriLimits};
 
     fn u(s: &str) -> Uri {
@@ -204,7 +206,7 @@ mod tests {
         let admin = Principal::named("admin");
         {
             let state = SqliteState::open(&path, Durability::Fsync).await.unwrap();
-            let store = ConfigStore::open(state.clone(), Vec::new()).await.unwrap();
+            let store = ConfigStore::open(state.clone(), Vec::new(), MAX_WRITE_NODES).await.unwrap();
             let cx = OpContext { principal: &admin, tx: None };
             store.add(cx, &u("a"), NewNode::Interior).await.unwrap();
             store.add(cx, &u("a/b"), NewNode::Leaf(Value::Int(1))).await.unwrap();
@@ -225,7 +227,9 @@ mod tests {
             store.add(never, &u("e"), NewNode::Leaf(Value::Int(9))).await.unwrap();
         }
         let store =
-            ConfigStore::open(SqliteState::open(&path, Durability::Fsync).await.unwrap(), Vec::new()).await.unwrap();
+            ConfigStore::open(SqliteState::open(&path, Durability::Fsync).await.unwrap(), Vec::new(), MAX_WRITE_NODES)
+                .await
+                .unwrap();
         let cx = OpContext { principal: &admin, tx: None };
         let b = store.get(cx, &u("a/b")).await.unwrap();
         assert_eq!((b.value, b.props.title.as_deref()), (Some(Value::Int(1)), Some("B")));
@@ -234,7 +238,9 @@ mod tests {
         store.delete(cx, &u("a")).await.unwrap();
         drop(store);
         let store =
-            ConfigStore::open(SqliteState::open(&path, Durability::Fsync).await.unwrap(), Vec::new()).await.unwrap();
+            ConfigStore::open(SqliteState::open(&path, Durability::Fsync).await.unwrap(), Vec::new(), MAX_WRITE_NODES)
+                .await
+                .unwrap();
         assert_eq!(store.children(cx, &Uri::root()).await.unwrap(), ["c"]);
     }
 }

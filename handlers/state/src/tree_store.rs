@@ -167,7 +167,8 @@ mod tests {
         {
             let state = Arc::new(SqliteState::open(&path, Durability::Fsync).await.unwrap());
             let log = EventLog::open(state.clone(), EventLogConfig::default(), acls()).await.unwrap();
-            let store = ConfigStore::open((*state).clone(), Vec::new()).await.unwrap();
+            let store =
+                ConfigStore::open((*state).clone(), Vec::new(), dmtree_core::nodemap::MAX_WRITE_NODES).await.unwrap();
             let cx = OpContext { principal: &admin, tx: Some(TxId(9)) };
             store.add(cx, &uri, NewNode::Leaf(Value::string("SECRET"))).await.unwrap();
             store.prepare(TxId(9)).await.unwrap();
@@ -180,7 +181,8 @@ mod tests {
             // ...and the process dies here, before the handler shows the change.
         }
         let state = Arc::new(SqliteState::open(&path, Durability::Fsync).await.unwrap());
-        let store = ConfigStore::open((*state).clone(), Vec::new()).await.unwrap();
+        let store =
+            ConfigStore::open((*state).clone(), Vec::new(), dmtree_core::nodemap::MAX_WRITE_NODES).await.unwrap();
         let cx = OpContext { principal: &admin, tx: None };
         assert_eq!(store.get(cx, &uri).await.unwrap().value, Some(Value::string("SECRET")));
         assert_eq!(state.load_acls().await.unwrap(), vec![(uri.clone(), secret)], "the ACL committed with the node");

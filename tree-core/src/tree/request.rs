@@ -28,6 +28,9 @@ pub struct TreeConfig {
     pub session_idle_timeout: Duration,
     /// The most nodes one depth read may return.
     pub max_read_nodes: usize,
+    /// The most nodes one transaction may write in the config store (a copy
+    /// or rename counts every node it moves; an atomic session, all of its writes).
+    pub max_write_nodes: usize,
     /// The most sessions one principal may hold open at once.
     pub max_sessions_per_principal: usize,
     pub events: EventLogConfig,
@@ -40,6 +43,7 @@ impl Default for TreeConfig {
             lock_timeout: Duration::from_secs(5),
             session_idle_timeout: Duration::from_secs(300),
             max_read_nodes: 100_000,
+            max_write_nodes: crate::nodemap::MAX_WRITE_NODES,
             max_sessions_per_principal: 16,
             events: EventLogConfig::default(),
         }
