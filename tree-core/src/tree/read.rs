@@ -56,6 +56,11 @@ impl Tree {
                 ));
             }
             *budget -= 1;
+            // A large read finishes its work in turns, not in one: handlers
+            // answer from memory without awaiting, so without this a read of
+            // 100k nodes would hold a runtime worker (and the writes queued
+            // on it) for its whole duration.
+            tokio::task::consume_budget().await;
             let (acl, effective_acl) = self.acls.read().own_and_effective(&uri);
             if !effective_acl.permits(principal, Permission::Get) {
                 return Ok(NodeView { uri, node: None, acl, effective_acl, children: None });
