@@ -2,7 +2,8 @@
 //! `"os"`, against etcd's HTTP gateway `put` (fsync on every WAL batch), side
 //! by side in one run, at 1, 32 and 256 connections; then dmtree's PUT latency
 //! paced at half of its peak, a 90 % GET / 10 % PUT mix against pure GETs,
-//! and a GET of one node against etcd's `range` of one key.
+//! a GET of one node against etcd's `range` of one key, and PUT latency
+//! beside clients reading a large subtree.
 //!
 //! `cargo bench -p dmtree-api --bench write_load` (see BENCHMARKS.md). Needs
 //! wrk; etcd is measured when installed (`apt-get install etcd-server`).
@@ -70,7 +71,7 @@ async fn run() {
         println!("{}", os.row("dmtree, durability = os"));
         let (commits, writes) = (after.0 - before.0, after.1 - before.1);
         println!(
-            "fsync mode: {writes} writes in {commits} commits ({:.1} per fsync)",
+            "fsync mode: {writes} units in {commits} commits ({:.1} per fsync)",
             writes as f64 / commits.max(1) as f64
         );
         if let Some(e) = &etcd_run {
@@ -111,6 +112,36 @@ end
         println!("{}", get.row("dmtree GET of a leaf"));
         println!("ratio dmtree / etcd: {:.2}", get.rps / etcd_get.rps);
     }
+
+    writes_beside_large_reads(&durable, secs).await;
+}
+
+/// PUT latency at 100 req/s alone, then while 8 anonymous clients read a
+/// public 135k-node subtree at unbounded depth (each read ends in a 413 after
+/// 100k nodes): large reads must not hold up writes.
+async fn writes_beside_large_reads(server: &common::Server, secs: Duration) {
+    let admin = server.as_admin();
+    for part in 0..3 {
+        let leaves: serde_json::Map<String, serde_json::Value> =
+            (0..45_000).map(|i| (format!("n{i}"), serde_json::json!(i))).collect();
+        let r = admin.patch(&format!("/tree/config/big/p{part}"), serde_json::Value::Object(leaves)).await;
+        assert!(r.status < 300, "bulk load failed: {}", r.body);
+    }
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let alone = open_loop(&addr, 4, 100.0, secs, leaf_puts("/tree/config/w", 1024)).await;
+    let readers = Command::new("wrk")
+        .args(["-t1", "-c8", &format!("-d{}s", secs.as_secs() + 2)])
+        .arg(format!("{}/tree/config/big?depth=unbounded", server.base))
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("run wrk");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let beside = open_loop(&addr, 4, 100.0, secs, leaf_puts("/tree/config/w", 1024)).await;
+    let _ = tokio::task::spawn_blocking(move || readers.wait_with_output()).await;
+    println!("\n## PUT at 100 req/s beside 8 anonymous readers of a 135k-node subtree (depth unbounded, 413 at 100k)");
+    println!("{}", Report::header());
+    println!("{}", alone.row("PUT alone (baseline)"));
+    println!("{}", beside.row("PUT beside the readers"));
 }
 
 /// (commits, writes committed) of a server's state database so far.

@@ -75,7 +75,11 @@ impl Default for Metrics {
         m.registry.register("event_journal_failures", "Failed event journal appends", m.journal_failures.clone());
         // Their ratio is the writes each fsync carried (group commit).
         m.registry.register("state_commit_batches", "State database commits (batches)", m.commit_batches.clone());
-        m.registry.register("state_committed_writes", "Writes committed in those batches", m.committed_writes.clone());
+        m.registry.register(
+            "state_committed_writes",
+            "Units (writes, journal batches, position saves) in those batches",
+            m.committed_writes.clone(),
+        );
         m
     }
 }

@@ -1,11 +1,14 @@
 //! The config store: a read-write subtree served from memory and written
 //! through to SQLite. Writes inside a transaction live in the node map's
-//! overlay until `prepare` writes them in one SQLite transaction, which
-//! `commit` then commits: all or nothing, also across a crash.
+//! overlay; `prepare` stamps their versions and puts their rows in the
+//! transaction's unit, which the tree's store commits with the ACLs and
+//! events (all or nothing, also across a crash); `commit` then shows them.
 
 use crate::codec::{NodeRow, decode, encode};
 use crate::group_commit::Unit;
 use crate::{SqliteState, StateError};
+use std::time::Duration;
+
 use async_trait::async_trait;
 use dmtree_core::nodemap::{Mutation, NodeMap, Op, subtree_end};
 use dmtree_core::{
@@ -24,6 +27,8 @@ pub struct ConfigStore {
     nodes: NodeMap,
     state: SqliteState,
     schema: Vec<SchemaRule>,
+    /// Woken whenever a transaction is shown or dropped.
+    turn: tokio::sync::Notify,
 }
 
 fn failure(e: impl ToString) -> DmtError {
@@ -50,7 +55,7 @@ impl ConfigStore {
         nodes.load(batch);
         drop(rows);
         tracing::info!(nodes = nodes.len(), "config store loaded");
-        Ok(Self { nodes, state, schema })
+        Ok(Self { nodes, state, schema, turn: tokio::sync::Notify::new() })
     }
 
     pub fn len(&self) -> usize {
@@ -176,15 +181,31 @@ impl DataHandler for ConfigStore {
         Ok(())
     }
 
-    /// The rows are durable (the tree committed its store): show the changes.
+    /// The rows are durable (the tree committed its store): show the
+    /// changes, in the order their versions were stamped. Transactions of one
+    /// batch are woken together, so the wait is short; a bounded one, so
+    /// that a transaction held up elsewhere cannot hold up the others.
     async fn commit(&self, tx: TxId) -> Result<()> {
-        self.nodes.commit(tx);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        loop {
+            let turn = self.turn.notified();
+            if self.nodes.commit_in_turn(tx) {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, turn).await.is_err() {
+                tracing::warn!(tx = tx.0, "an earlier transaction was not shown within 1 s; showing this one");
+                self.nodes.commit(tx);
+                break;
+            }
+        }
+        self.turn.notify_waiters();
         Ok(())
     }
 
     async fn rollback(&self, tx: TxId) {
         self.state.prepared.lock().remove(&tx);
         self.nodes.rollback(tx);
+        self.turn.notify_waiters();
     }
 }
 

@@ -46,8 +46,15 @@ impl Unit {
         self.jobs.is_empty() && self.hooks.is_empty()
     }
 
+    /// Tells the hooks: in order after a commit (releases follow seals), in
+    /// reverse after a failure (each gives back what it took after the one before).
     fn settle(&mut self, committed: bool) {
-        self.hooks.drain(..).for_each(|hook| hook(committed));
+        let hooks = std::mem::take(&mut self.hooks);
+        if committed {
+            hooks.into_iter().for_each(|hook| hook(true));
+        } else {
+            hooks.into_iter().rev().for_each(|hook| hook(false));
+        }
     }
 }
 

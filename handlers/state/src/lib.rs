@@ -128,8 +128,9 @@ impl SqliteState {
     }
 }
 
-/// The writer's own connection. Only it writes; `durability` sets whether
-/// each commit waits for the disk (the readers never write, so theirs is moot).
+/// The writer's own connection. Only it writes (the read pool runs the
+/// migrations at open, before it starts); `durability` sets whether each
+/// commit waits for the disk.
 fn writer_connection(path: &Path, durability: Durability) -> rusqlite::Result<rusqlite::Connection> {
     let conn = rusqlite::Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(10))?;

@@ -204,6 +204,9 @@ mod tests {
         assert_eq!(log.append(vec![draft()]).await, 1);
         let (events, delivered) = log.pending(vec![draft(), draft()], None);
         state.stage(TxId(1), &[], Some(events)).await.unwrap();
+        // A second batch in the same unit: both give their revisions back.
+        let (more, _) = log.pending(vec![draft()], None);
+        state.stage(TxId(1), &[], Some(more)).await.unwrap();
         // A statement after the events that fails: the whole unit is undone.
         state
             .prepared
