@@ -212,6 +212,11 @@ impl NodeMap {
         finished
     }
 
+    /// Whether the transaction staged anything.
+    pub fn has_changes(&self, tx: TxId) -> bool {
+        self.inner.read().txs.get(&tx).is_some_and(|o| !o.log.is_empty())
+    }
+
     /// Like [`commit`](Self::commit), but only if no transaction prepared
     /// before this one is still waiting to be shown; `false` means "not yet".
     /// Showing in prepare order keeps every ancestor's version changing

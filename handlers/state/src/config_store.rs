@@ -1,12 +1,14 @@
 //! The config store: a read-write subtree served from memory and written
 //! through to SQLite. Writes inside a transaction live in the node map's
-//! overlay; `prepare` stamps their versions and puts their rows in the
-//! transaction's unit, which the tree's store commits with the ACLs and
-//! events (all or nothing, also across a crash); `commit` then shows them.
+//! overlay; `prepare` puts a job in the transaction's unit that stamps their
+//! versions and writes their rows when the writer reaches it; the tree's
+//! store commits that unit with the ACLs and events (all or nothing, also
+//! across a crash); `commit` then shows the changes, in stamp order.
 
 use crate::codec::{NodeRow, decode, encode};
 use crate::group_commit::Unit;
 use crate::{SqliteState, StateError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,7 +26,8 @@ pub struct SchemaRule {
 }
 
 pub struct ConfigStore {
-    nodes: NodeMap,
+    /// Shared with the writer thread, which stamps versions as it commits.
+    nodes: Arc<NodeMap>,
     state: SqliteState,
     schema: Vec<SchemaRule>,
     /// Woken whenever a transaction is shown or dropped.
@@ -39,7 +42,7 @@ impl ConfigStore {
     /// Loads every stored node into memory. A transaction may write at most
     /// `write_limit` nodes.
     pub async fn open(state: SqliteState, schema: Vec<SchemaRule>, write_limit: usize) -> Result<Self, StateError> {
-        let nodes = NodeMap::with_write_limit(write_limit);
+        let nodes = Arc::new(NodeMap::with_write_limit(write_limit));
         let mut rows =
             sqlx::query("SELECT path, format, value, title, mime, version, modified_ms FROM nodes").fetch(&state.pool);
         let mut batch = Vec::with_capacity(4096);
@@ -74,9 +77,10 @@ impl ConfigStore {
                 self.nodes.stage(tx, &muts);
             }
             None => {
-                let muts = self.nodes.finish(&self.nodes.plan(None, op)?);
+                let muts = Arc::new(self.nodes.finish(&self.nodes.plan(None, op)?));
                 let mut unit = Unit::default();
-                persist(&mut unit, &muts);
+                let rows = muts.clone();
+                unit.push(move |c| persist(c, &rows));
                 self.state.group.commit(unit).await.map_err(failure)?;
                 self.nodes.apply(&muts);
             }
@@ -85,41 +89,36 @@ impl ConfigStore {
     }
 }
 
-/// Adds the rows that make `muts` durable. A row never goes back to an older
-/// version: batches may carry the refreshes of a shared ancestor out of order.
-fn persist(unit: &mut Unit, muts: &[Mutation]) {
-    enum RowOp {
-        Put(Vec<u8>, NodeRow),
-        DeleteSubtree(Vec<u8>, Vec<u8>),
-    }
-    let rows: Vec<RowOp> = muts
-        .iter()
-        .map(|m| match m {
-            Mutation::Put(key, entry) => RowOp::Put(key.as_bytes().to_vec(), encode(entry)),
-            Mutation::DeleteSubtree(key) => {
-                RowOp::DeleteSubtree(key.as_bytes().to_vec(), subtree_end(key).into_bytes())
+/// Writes the rows that make `muts` durable. A row never goes back to an
+/// older version (a safety net: transactions are stamped in writer order).
+fn persist(c: &rusqlite::Connection, muts: &[Mutation]) -> rusqlite::Result<()> {
+    for m in muts {
+        match m {
+            Mutation::Put(key, entry) => {
+                let r: NodeRow = encode(entry);
+                c.prepare_cached(
+                    "INSERT INTO nodes (path, format, value, title, mime, version, modified_ms) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                     ON CONFLICT(path) DO UPDATE SET format = excluded.format, value = excluded.value, \
+                     title = excluded.title, mime = excluded.mime, version = excluded.version, \
+                     modified_ms = excluded.modified_ms WHERE excluded.version > nodes.version",
+                )?
+                .execute((
+                    key.as_bytes(),
+                    r.format,
+                    r.value,
+                    r.title,
+                    r.mime,
+                    r.version,
+                    r.modified_ms,
+                ))?
             }
-        })
-        .collect();
-    unit.push(move |c| {
-        for row in rows {
-            match row {
-                RowOp::Put(key, r) => c
-                    .prepare_cached(
-                        "INSERT INTO nodes (path, format, value, title, mime, version, modified_ms) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
-                         ON CONFLICT(path) DO UPDATE SET format = excluded.format, value = excluded.value, \
-                         title = excluded.title, mime = excluded.mime, version = excluded.version, \
-                         modified_ms = excluded.modified_ms WHERE excluded.version > nodes.version",
-                    )?
-                    .execute((key, r.format, r.value, r.title, r.mime, r.version, r.modified_ms))?,
-                RowOp::DeleteSubtree(from, to) => {
-                    c.prepare_cached("DELETE FROM nodes WHERE path >= ?1 AND path < ?2")?.execute((from, to))?
-                }
-            };
-        }
-        Ok(())
-    });
+            Mutation::DeleteSubtree(key) => c
+                .prepare_cached("DELETE FROM nodes WHERE path >= ?1 AND path < ?2")?
+                .execute((key.as_bytes(), subtree_end(key).into_bytes()))?,
+        };
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -171,12 +170,13 @@ impl DataHandler for ConfigStore {
         true
     }
 
-    /// Stamps the transaction's versions and readies its rows, which the
-    /// tree's ACLs and events join; the tree's store commits them all at once.
+    /// Readies the transaction's rows in its unit, which the tree's ACLs and
+    /// events join. The versions are stamped when the writer reaches the
+    /// unit, so stamp order is commit order.
     async fn prepare(&self, tx: TxId) -> Result<()> {
-        let log = self.nodes.prepare(tx);
-        if !log.is_empty() {
-            persist(self.state.prepared.lock().entry(tx).or_default(), &log);
+        if self.nodes.has_changes(tx) {
+            let nodes = self.nodes.clone();
+            self.state.prepared.lock().entry(tx).or_default().push(move |c| persist(c, &nodes.prepare(tx)));
         }
         Ok(())
     }
