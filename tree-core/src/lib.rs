@@ -41,7 +41,7 @@ pub use observed::Observed;
 pub use pattern::UriPattern;
 pub use session::{LockMode, SessionInfo};
 pub use snapshot::{SnapshotHandler, entry_children, entry_node, json_children, json_node};
-pub use store::{MemoryTreeStore, TreeStore};
+pub use store::{InForce, MemoryTreeStore, TreeStore};
 pub use tree::{Caller, Content, NodeView, Precondition, Selection, Tree, TreeConfig, Versions, Write, WriteOutcome};
 pub use uri::{Uri, UriError, UriLimits};
 pub use value::{Format, Value};

@@ -197,8 +197,8 @@ impl NodeMap {
 
     /// Finalises a transaction: one fresh version for every node it wrote and
     /// for their ancestors (a container's version covers its descendants).
-    /// Versions increase in prepare order; [`commit_in_turn`](Self::commit_in_turn)
-    /// shows transactions in that order.
+    /// Versions increase in prepare order; the caller shows transactions in
+    /// that order (the config store's writer prepares and shows each in turn).
     /// Returns what [`commit`](Self::commit) will apply, for the owner to persist.
     pub fn prepare(&self, tx: TxId) -> Vec<Mutation> {
         let mut inner = self.inner.write();
@@ -217,24 +217,6 @@ impl NodeMap {
         self.inner.read().txs.get(&tx).is_some_and(|o| !o.log.is_empty())
     }
 
-    /// Like [`commit`](Self::commit), but only if no transaction prepared
-    /// before this one is still waiting to be shown; `false` means "not yet".
-    /// Showing in prepare order keeps every ancestor's version changing
-    /// whenever one of its descendants' changes shows.
-    pub fn commit_in_turn(&self, tx: TxId) -> bool {
-        {
-            let inner = self.inner.read();
-            let stamp = |o: &Overlay| o.finished.as_ref().and_then(|f| stamp_of(f));
-            if let Some(mine) = inner.txs.get(&tx).and_then(stamp)
-                && inner.txs.values().filter_map(stamp).any(|other| other < mine)
-            {
-                return false;
-            }
-        }
-        self.commit(tx);
-        true
-    }
-
     /// Makes a transaction's writes visible to everyone (preparing it first if needed).
     pub fn commit(&self, tx: TxId) {
         if self.inner.read().txs.get(&tx).is_some_and(|o| o.finished.is_none()) {
@@ -249,14 +231,6 @@ impl NodeMap {
     pub fn rollback(&self, tx: TxId) {
         self.inner.write().txs.remove(&tx);
     }
-}
-
-/// The version a prepared transaction stamped (none if it wrote no node).
-fn stamp_of(finished: &[Mutation]) -> Option<u64> {
-    finished.iter().find_map(|m| match m {
-        Mutation::Put(_, e) => Some(e.version),
-        Mutation::DeleteSubtree(_) => None,
-    })
 }
 
 fn in_subtree(root: &str, key: &str) -> bool {
@@ -665,27 +639,6 @@ mod tests {
         assert!(too_many(write(&m, tx, Op::Add(&u("t3"), &leaf(3)))), "a transaction's writes add up");
         m.rollback(TxId(7));
         write(&m, None, Op::Add(&u("t3"), &leaf(3))).unwrap();
-    }
-
-    #[test]
-    fn transactions_are_shown_in_the_order_they_were_prepared() {
-        let m = NodeMap::new();
-        write(&m, None, Op::Add(&u("p"), &NewNode::Interior)).unwrap();
-        let (t1, t2) = (TxId(1), TxId(2));
-        write(&m, Some(t1), Op::Add(&u("p/x"), &leaf(1))).unwrap();
-        write(&m, Some(t2), Op::Add(&u("p/y"), &leaf(2))).unwrap();
-        m.prepare(t1);
-        m.prepare(t2);
-        assert!(!m.commit_in_turn(t2), "t1 was prepared first");
-        assert!(m.commit_in_turn(t1));
-        let after_t1 = m.get(None, &u("p")).unwrap().props.version;
-        assert!(m.commit_in_turn(t2));
-        assert!(m.get(None, &u("p")).unwrap().props.version > after_t1, "p's version moved with each child");
-        let t3 = TxId(3);
-        write(&m, Some(t3), Op::Add(&u("p/z"), &leaf(3))).unwrap();
-        m.prepare(t3);
-        m.rollback(t3);
-        assert!(m.commit_in_turn(TxId(4)), "nothing waits on a rolled-back or unknown transaction");
     }
 
     #[test]

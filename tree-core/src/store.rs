@@ -18,7 +18,15 @@ pub trait TreeStore: Send + Sync + 'static {
     /// Adds a transaction's ACL changes and events to what its
     /// [`commit`](Self::commit) makes durable, together with the handlers'
     /// own writes where the store shares their transaction (SQLite).
-    async fn stage(&self, tx: TxId, acls: &[(Uri, Option<Acl>)], events: Option<PendingEvents>) -> Result<()>;
+    /// `in_force` runs once they are durable, before anything the handlers
+    /// show on that commit: it puts the new ACLs in force.
+    async fn stage(
+        &self,
+        tx: TxId,
+        acls: &[(Uri, Option<Acl>)],
+        events: Option<PendingEvents>,
+        in_force: InForce,
+    ) -> Result<()>;
     /// The durable point of a transaction (after its handlers prepared):
     /// everything staged commits at once; the events are sealed as they are
     /// written and released once durable.
@@ -38,7 +46,10 @@ pub trait TreeStore: Send + Sync + 'static {
     async fn load_acls(&self) -> Result<Vec<(Uri, Acl)>>;
 }
 
-type Staged = (Vec<(Uri, Option<Acl>)>, Option<PendingEvents>);
+/// What a commit runs once durable, before its changes show.
+pub type InForce = Box<dyn FnOnce() + Send>;
+
+type Staged = (Vec<(Uri, Option<Acl>)>, Option<PendingEvents>, InForce);
 
 #[derive(Default)]
 pub struct MemoryTreeStore {
@@ -60,14 +71,21 @@ impl MemoryTreeStore {
 
 #[async_trait]
 impl TreeStore for MemoryTreeStore {
-    async fn stage(&self, tx: TxId, acls: &[(Uri, Option<Acl>)], events: Option<PendingEvents>) -> Result<()> {
-        self.staged.lock().insert(tx, (acls.to_vec(), events));
+    async fn stage(
+        &self,
+        tx: TxId,
+        acls: &[(Uri, Option<Acl>)],
+        events: Option<PendingEvents>,
+        in_force: InForce,
+    ) -> Result<()> {
+        self.staged.lock().insert(tx, (acls.to_vec(), events, in_force));
         Ok(())
     }
 
     async fn commit(&self, tx: TxId) -> Result<()> {
-        let Some((acls, events)) = self.staged.lock().remove(&tx) else { return Ok(()) };
+        let Some((acls, events, in_force)) = self.staged.lock().remove(&tx) else { return Ok(()) };
         self.save_acls(&acls).await?;
+        in_force();
         if let Some(events) = events {
             self.write_events(events);
         }

@@ -1,15 +1,14 @@
 //! The config store: a read-write subtree served from memory and written
 //! through to SQLite. Writes inside a transaction live in the node map's
 //! overlay; `prepare` puts a job in the transaction's unit that stamps their
-//! versions and writes their rows when the writer reaches it; the tree's
-//! store commits that unit with the ACLs and events (all or nothing, also
-//! across a crash); `commit` then shows the changes, in stamp order.
+//! versions and writes their rows when the writer reaches it, and a hook that
+//! shows them once the batch is durable; the tree's store commits that unit
+//! with the ACLs and events (all or nothing, also across a crash).
 
 use crate::codec::{NodeRow, decode, encode};
 use crate::group_commit::Unit;
 use crate::{SqliteState, StateError};
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use dmtree_core::nodemap::{Mutation, NodeMap, Op, subtree_end};
@@ -30,8 +29,6 @@ pub struct ConfigStore {
     nodes: Arc<NodeMap>,
     state: SqliteState,
     schema: Vec<SchemaRule>,
-    /// Woken whenever a transaction is shown or dropped.
-    turn: tokio::sync::Notify,
 }
 
 fn failure(e: impl ToString) -> DmtError {
@@ -58,7 +55,7 @@ impl ConfigStore {
         nodes.load(batch);
         drop(rows);
         tracing::info!(nodes = nodes.len(), "config store loaded");
-        Ok(Self { nodes, state, schema, turn: tokio::sync::Notify::new() })
+        Ok(Self { nodes, state, schema })
     }
 
     pub fn len(&self) -> usize {
@@ -171,41 +168,35 @@ impl DataHandler for ConfigStore {
     }
 
     /// Readies the transaction's rows in its unit, which the tree's ACLs and
-    /// events join. The versions are stamped when the writer reaches the
-    /// unit, so stamp order is commit order.
+    /// events join. The writer stamps the versions when it reaches the unit
+    /// and shows the changes right after its batch commits, so versions
+    /// increase, and changes show, in commit order.
     async fn prepare(&self, tx: TxId) -> Result<()> {
         if self.nodes.has_changes(tx) {
+            let mut prepared = self.state.prepared.lock();
+            let unit = prepared.entry(tx).or_default();
             let nodes = self.nodes.clone();
-            self.state.prepared.lock().entry(tx).or_default().push(move |c| persist(c, &nodes.prepare(tx)));
+            unit.push(move |c| persist(c, &nodes.prepare(tx)));
+            let nodes = self.nodes.clone();
+            unit.then(move |committed| {
+                if committed {
+                    nodes.commit(tx);
+                }
+            });
         }
         Ok(())
     }
 
-    /// The rows are durable (the tree committed its store): show the
-    /// changes, in the order their versions were stamped. Transactions of one
-    /// batch are woken together, so the wait is short; a bounded one, so
-    /// that a transaction held up elsewhere cannot hold up the others.
+    /// Shown already by the writer once durable; this shows a transaction
+    /// that wrote nothing durable (nothing to show).
     async fn commit(&self, tx: TxId) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-        loop {
-            let turn = self.turn.notified();
-            if self.nodes.commit_in_turn(tx) {
-                break;
-            }
-            if tokio::time::timeout_at(deadline, turn).await.is_err() {
-                tracing::warn!(tx = tx.0, "an earlier transaction was not shown within 1 s; showing this one");
-                self.nodes.commit(tx);
-                break;
-            }
-        }
-        self.turn.notify_waiters();
+        self.nodes.commit(tx);
         Ok(())
     }
 
     async fn rollback(&self, tx: TxId) {
         self.state.prepared.lock().remove(&tx);
         self.nodes.rollback(tx);
-        self.turn.notify_waiters();
     }
 }
 
@@ -263,5 +254,42 @@ mod tests {
                 .await
                 .unwrap();
         assert_eq!(store.children(cx, &Uri::root()).await.unwrap(), ["c"]);
+    }
+
+    /// Versions are stamped by the writer, in commit order, whatever order
+    /// the transactions prepared in: a parent's version is its newest
+    /// child's, in memory and on disk alike.
+    #[tokio::test]
+    async fn versions_follow_commit_order_in_memory_and_on_disk() {
+        use dmtree_core::TreeStore;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let admin = Principal::named("admin");
+        let state = SqliteState::open(&path, Durability::Os).await.unwrap();
+        let store = ConfigStore::open(state.clone(), Vec::new(), MAX_WRITE_NODES).await.unwrap();
+        let none = OpContext { principal: &admin, tx: None };
+        store.add(none, &u("p"), NewNode::Interior).await.unwrap();
+        for (tx, name) in [(TxId(1), "p/a"), (TxId(2), "p/b")] {
+            store
+                .add(OpContext { principal: &admin, tx: Some(tx) }, &u(name), NewNode::Leaf(Value::Int(1)))
+                .await
+                .unwrap();
+            store.prepare(tx).await.unwrap();
+        }
+        // Prepared 1 then 2; committed 2 then 1.
+        for tx in [TxId(2), TxId(1)] {
+            state.commit(tx).await.unwrap();
+            store.commit(tx).await.unwrap();
+        }
+        let version = |store: &ConfigStore, name: &str| {
+            let store = store.nodes.clone();
+            let uri = u(name);
+            move || store.get(None, &uri).unwrap().props.version
+        };
+        let (p, a, b) = (version(&store, "p")(), version(&store, "p/a")(), version(&store, "p/b")());
+        assert!(b < a && a == p, "a committed last, so p carries a's version: p {p}, a {a}, b {b}");
+        drop(store);
+        let reopened = ConfigStore::open(state, Vec::new(), MAX_WRITE_NODES).await.unwrap();
+        assert_eq!(version(&reopened, "p")(), p, "the same version on disk");
     }
 }

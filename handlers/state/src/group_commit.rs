@@ -42,6 +42,11 @@ impl Unit {
         self.hooks.push(Box::new(hook));
     }
 
+    /// Like [`then`](Self::then), ahead of every hook added so far.
+    pub(crate) fn then_first(&mut self, hook: impl FnOnce(bool) + Send + 'static) {
+        self.hooks.insert(0, Box::new(hook));
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.jobs.is_empty() && self.hooks.is_empty()
     }

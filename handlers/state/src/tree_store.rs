@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use dmtree_core::event::JournalEntry;
-use dmtree_core::{Acl, DmtError, Event, PendingEvents, Result, TreeStore, TxId, Uri};
+use dmtree_core::{Acl, DmtError, Event, InForce, PendingEvents, Result, TreeStore, TxId, Uri};
 use sqlx::Row;
 
 use crate::SqliteState;
@@ -16,13 +16,25 @@ fn failure(e: impl ToString) -> DmtError {
 
 #[async_trait]
 impl TreeStore for SqliteState {
-    async fn stage(&self, tx: TxId, acls: &[(Uri, Option<Acl>)], events: Option<PendingEvents>) -> Result<()> {
+    async fn stage(
+        &self,
+        tx: TxId,
+        acls: &[(Uri, Option<Acl>)],
+        events: Option<PendingEvents>,
+        in_force: InForce,
+    ) -> Result<()> {
         let acls = acl_rows(acls);
         let mut prepared = self.prepared.lock();
         // Joins the handlers' unit if they prepared one: durable with their changes.
         let unit = prepared.entry(tx).or_default();
         if !acls.is_empty() {
             unit.push(move |c| write_acls(c, acls));
+            // Ahead of the handlers' hooks, which show their changes.
+            unit.then_first(move |committed| {
+                if committed {
+                    in_force();
+                }
+            });
         }
         if let Some(events) = events {
             journal_into(unit, events);
@@ -176,7 +188,7 @@ mod tests {
                 .value(Some(Value::string("SECRET")))
                 .read_rule(ReadRule::only(&admin));
             let (events, _delivered) = log.pending(vec![draft], None);
-            state.stage(TxId(9), &[(uri.clone(), Some(secret.clone()))], Some(events)).await.unwrap();
+            state.stage(TxId(9), &[(uri.clone(), Some(secret.clone()))], Some(events), Box::new(|| {})).await.unwrap();
             state.commit(TxId(9)).await.unwrap();
             // ...and the process dies here, before the handler shows the change.
         }
@@ -203,10 +215,10 @@ mod tests {
         let draft = || EventDraft::new(EventKind::Replaced, Uri::from_key("x".to_owned()));
         assert_eq!(log.append(vec![draft()]).await, 1);
         let (events, delivered) = log.pending(vec![draft(), draft()], None);
-        state.stage(TxId(1), &[], Some(events)).await.unwrap();
+        state.stage(TxId(1), &[], Some(events), Box::new(|| {})).await.unwrap();
         // A second batch in the same unit: both give their revisions back.
         let (more, _) = log.pending(vec![draft()], None);
-        state.stage(TxId(1), &[], Some(more)).await.unwrap();
+        state.stage(TxId(1), &[], Some(more), Box::new(|| {})).await.unwrap();
         // A statement after the events that fails: the whole unit is undone.
         state
             .prepared

@@ -237,7 +237,9 @@ impl Tree {
                 (Some(pending), Some(delivered))
             }
         };
-        let durable = match self.store.stage(tx.id, &tx.acls, events).await {
+        // New ACLs are in force once durable, before the data they guard shows.
+        let in_force = self.in_force(tx.acls.clone());
+        let durable = match self.store.stage(tx.id, &tx.acls, events, in_force).await {
             Ok(()) => self.store.commit(tx.id).await,
             Err(e) => Err(e),
         };
@@ -246,8 +248,6 @@ impl Tree {
             self.abort(tx).await;
             return Err(e);
         }
-        // New ACLs are in force before the data they guard becomes visible.
-        self.apply_acls(&tx.acls)?;
         for m in &tx.touched {
             if let Err(e) = m.handler.commit(tx.id).await {
                 tracing::error!(error = %e, mount = %m.at, "commit failed after prepare");
@@ -282,13 +282,17 @@ impl Tree {
             .collect()
     }
 
-    /// Applies committed ACL changes in memory.
-    pub(super) fn apply_acls(&self, changes: &[(Uri, Option<Acl>)]) -> Result<()> {
-        let mut acls = self.acls.write();
-        for (uri, acl) in changes {
-            acls.set(uri, acl.clone()).map_err(|e| DmtError::from_acl(uri, e))?;
-        }
-        Ok(())
+    /// Puts committed ACL changes in force (the store runs it once they are durable).
+    fn in_force(&self, changes: Vec<(Uri, Option<Acl>)>) -> crate::store::InForce {
+        let acls = self.acls.clone();
+        Box::new(move || {
+            let mut acls = acls.write();
+            for (uri, acl) in changes {
+                if let Err(e) = acls.set(&uri, acl) {
+                    tracing::error!(error = %e, %uri, "a committed ACL could not be put in force");
+                }
+            }
+        })
     }
 
     /// An event draft that also carries the ACLs governing its URIs now,
