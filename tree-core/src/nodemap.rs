@@ -219,9 +219,19 @@ impl NodeMap {
 
     /// Makes a transaction's writes visible to everyone (preparing it first if needed).
     pub fn commit(&self, tx: TxId) {
-        if self.inner.read().txs.get(&tx).is_some_and(|o| o.finished.is_none()) {
-            self.prepare(tx);
+        let prepared = self.inner.read().txs.get(&tx).map(|o| o.finished.is_some());
+        match prepared {
+            // Shown already (or never written): no write lock needed.
+            None => {}
+            Some(true) => self.show(tx),
+            Some(false) => {
+                self.prepare(tx);
+                self.show(tx);
+            }
         }
+    }
+
+    fn show(&self, tx: TxId) {
         let mut inner = self.inner.write();
         if let Some(finished) = inner.txs.remove(&tx).and_then(|o| o.finished) {
             apply_base(&mut inner.nodes, &finished);
