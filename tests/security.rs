@@ -53,6 +53,29 @@ async fn a_renamed_or_deleted_secret_never_reaches_others_live_or_replayed() {
     assert!(values(&all).join("\n").contains("SECRET2"), "admin may read its own secret's history");
 }
 
+/// One write sets a secret value and a strict ACL together; the ACL is then
+/// opened. That write's events carry the ACL it left (computed before the
+/// commit, stamped as the writer journals them), so neither replay nor a
+/// late subscriber ever sees the value written while the node was strict.
+#[tokio::test]
+async fn a_value_written_under_a_strict_acl_stays_secret_after_the_acl_opens() {
+    let admin = SERVER.as_admin();
+    let start: u64 = admin.get("/tree/system/revision").await.body["value"].as_u64().unwrap();
+    admin.put("/tree/config/pub3/s", json!({"value": "SECRET3", "acl": SECRET_ACL})).await;
+    let open = admin.put("/tree/config/pub3/s", json!({"acl": "Get=*&Replace=admin&Delete=admin"})).await;
+    assert!(open.status < 300, "{}", open.body);
+    admin.put("/tree/config/pub3/s", json!({"value": "public3"})).await;
+    let replayed = SERVER
+        .http()
+        .events(&format!("?uri=./config/pub3/**&since={start}"), None)
+        .await
+        .drain(Duration::from_millis(300))
+        .await;
+    let text = values(&replayed).join("\n");
+    assert!(!text.contains("SECRET3"), "replay leaked the value written while strict:\n{text}");
+    assert!(text.contains("public3"), "what was written after the ACL opened is delivered:\n{text}");
+}
+
 #[tokio::test]
 async fn a_copied_secret_stays_secret() {
     let admin = SERVER.as_admin();
