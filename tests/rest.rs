@@ -493,6 +493,7 @@ async fn self_describing_subtrees_health_and_metrics() {
             "contextstore",
             "federation",
             "infrastructure",
+            "managers",
             "mounts",
             "scratch",
             "sessions",

@@ -33,6 +33,8 @@ pub struct ServerConfig {
     pub http: crate::listener::HttpConfig,
     /// HTTPS: a certificate and key to serve with, extra roots to trust.
     pub tls: crate::listener::TlsConfig,
+    /// The manager role: `./managers` and the cloud it belongs to.
+    pub managers: dmtree_managers::ManagersConfig,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +55,7 @@ impl Default for ServerConfig {
             federation: FederationConfig::default(),
             http: Default::default(),
             tls: Default::default(),
+            managers: Default::default(),
         }
     }
 }
@@ -261,6 +264,8 @@ pub enum ConfigError {
     Instance(String),
     #[error("{0}")]
     Listener(String),
+    #[error(transparent)]
+    Managers(#[from] dmtree_managers::ConfigError),
 }
 
 impl ServerConfig {
@@ -317,7 +322,15 @@ impl ServerConfig {
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err(ConfigError::Listener("[tls] needs both cert and key".into()));
         }
+        self.managers_settings()?;
         Ok(())
+    }
+
+    /// `[managers]`, checked, with defaults drawn from the rest of the file.
+    pub fn managers_settings(&self) -> Result<dmtree_managers::Settings, ConfigError> {
+        let registry = format!("sqlite://{}?mode=rwc", self.data_dir.join("managers.db").display());
+        let scheme = if self.tls.cert.is_some() { "https" } else { "http" };
+        Ok(self.managers.settings(registry, format!("{scheme}://{}", self.listen))?)
     }
 }
 

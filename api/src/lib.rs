@@ -1,6 +1,7 @@
 //! dmtree's server side: the REST API over the tree, authentication,
 //! metrics, the self-describing subtrees, and the command-line client.
 
+pub mod agent_cli;
 pub mod auth;
 pub mod client;
 pub mod config;

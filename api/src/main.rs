@@ -25,6 +25,8 @@ struct Cli {
 enum Command {
     /// Run the server (SQLite in the data dir, in-process events, loopback by default).
     Serve(ServeArgs),
+    /// Run a resource agent for a process that has none, in the manager cloud.
+    Agent(dmtree_api::agent_cli::AgentArgs),
     /// Read a node: a leaf's value, or an interior node's subtree.
     Get {
         uri: String,
@@ -194,6 +196,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = ServerConfig::load(args)?;
             init_tracing(&config.log, config.log_format)?;
             server::serve(config).await
+        }
+        Command::Agent(args) => {
+            init_tracing("info", LogFormat::Text)?;
+            dmtree_api::agent_cli::run(args).await
         }
         Command::Get { uri, depth, props } => client()?.get(&parse_uri(uri)?, depth.as_deref(), *props).await,
         Command::Set { uri, value, format } => {

@@ -92,6 +92,14 @@ pub async fn build(config: ServerConfig) -> anyhow::Result<AppState> {
         let propagation = cs.mount.join_name("config").join_name("propagation");
         crate::provision::protect_config(&tree, &propagation).await?;
     }
+    if config.managers.enabled {
+        let cloud = dmtree_managers::Cloud::open(config.managers_settings()?).await?;
+        tree.mount(
+            "managers",
+            Uri::root().join_name("managers"),
+            Arc::new(dmtree_managers::ManagersHandler::new(cloud)),
+        )?;
+    }
     let metrics = Arc::new(Metrics::default());
     let (started, started_at) = (Instant::now(), chrono::Utc::now());
     system::mount(&tree, tokens.clone(), metrics.clone(), started, started_at, federation.local.instance.clone())

@@ -1,0 +1,468 @@
+//! What a manager holds: the meta-object of each resource assigned to it,
+//! fed by heartbeats. A heartbeat is obeyed only from the resource's owner
+//! and current instance; an older instance is told to shut down.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use dmtree_agent::protocol::{
+    CommandResult, FailurePolicy, Fence, Health, Heartbeat, Operation, Reply, ToAgent, ToManager, manager_queue,
+};
+use dmtree_core::{EventKind, Value};
+use lapin::BasicProperties;
+use lapin::message::Delivery;
+use parking_lot::Mutex;
+use serde_json::{Value as Json, json};
+
+use crate::cloud::{Cloud, Settle};
+use crate::monitoring::{Counters, Dropped};
+use crate::registry::{Incarnation, ResourceRow};
+
+/// Statuses a resource goes through, as shown under `resources/<id>/status`.
+pub const ASSIGNED: &str = "assigned";
+pub const UP: &str = "up";
+pub const DOWN: &str = "down";
+pub const UNREACHABLE: &str = "unreachable";
+
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub instance: u64,
+    pub owner: String,
+    pub kind: String,
+    pub policy: FailurePolicy,
+    pub reply_to: String,
+    /// The term of the assignment this manager holds it under.
+    pub term: u64,
+    pub status: String,
+    pub properties: BTreeMap<String, Json>,
+    pub actions: Vec<String>,
+    pub writable: Vec<String>,
+    pub rules: Json,
+    pub last_heartbeat: Instant,
+    pub last_msg: u64,
+    /// A resource inside this manager (its host): no agent, no heartbeats.
+    pub local: bool,
+}
+
+impl Held {
+    fn from_row(row: &ResourceRow) -> Self {
+        Self {
+            instance: row.instance,
+            owner: row.owner.clone(),
+            kind: row.kind.clone(),
+            policy: FailurePolicy::parse(&row.policy).unwrap_or_default(),
+            reply_to: row.reply_to.clone(),
+            term: row.term,
+            status: row.status.clone(),
+            properties: BTreeMap::new(),
+            actions: Vec::new(),
+            writable: Vec::new(),
+            rules: Json::Null,
+            // A grace period: the agent learns of the assignment just now.
+            last_heartbeat: Instant::now(),
+            last_msg: 0,
+            local: row.pinned,
+        }
+    }
+
+    /// The detail served under `resources/<id>`: properties, actions, rules.
+    pub fn detail(&self) -> Json {
+        let names = |list: &[String], v: &str| -> serde_json::Map<String, Json> {
+            list.iter().map(|a| (a.clone(), json!(v))).collect()
+        };
+        json!({
+            "properties": self.properties,
+            "actions": names(&self.actions, "exec"),
+            "writable": names(&self.writable, "replace"),
+            "rules": { "published": self.rules },
+        })
+    }
+}
+
+#[derive(Default)]
+pub struct Holdings {
+    map: Mutex<HashMap<String, Held>>,
+}
+
+impl Holdings {
+    pub fn clear(&self) {
+        self.map.lock().clear();
+    }
+
+    pub fn get(&self, id: &str) -> Option<Held> {
+        self.map.lock().get(id).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn update<T>(&self, id: &str, f: impl FnOnce(&mut Held) -> T) -> Option<T> {
+        self.map.lock().get_mut(id).map(f)
+    }
+
+    pub(crate) fn adopt_row(&self, row: &ResourceRow) {
+        self.adopt(row)
+    }
+
+    fn adopt(&self, row: &ResourceRow) {
+        let mut map = self.map.lock();
+        match map.get_mut(&row.id) {
+            Some(h) if h.instance == row.instance => h.term = h.term.max(row.term),
+            _ => {
+                map.insert(row.id.clone(), Held::from_row(row));
+            }
+        }
+    }
+
+    /// Makes the holdings what the registry says this incarnation holds.
+    fn sync(&self, rows: &[ResourceRow]) {
+        let ids: std::collections::HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        self.map.lock().retain(|id, _| ids.contains(id.as_str()));
+        for row in rows {
+            self.adopt(row);
+        }
+    }
+
+    /// Resources that stopped heartbeating, and are not yet marked so.
+    fn silent(&self, after: Duration) -> Vec<(String, Held)> {
+        let map = self.map.lock();
+        map.iter()
+            .filter(|(_, h)| {
+                !h.local && h.last_heartbeat.elapsed() > after && matches!(h.status.as_str(), UP | ASSIGNED)
+            })
+            .map(|(id, h)| (id.clone(), h.clone()))
+            .collect()
+    }
+}
+
+fn props_value(v: &Json) -> Option<Value> {
+    Value::from_json(v, None).ok()
+}
+
+impl Cloud {
+    /// Everything that reaches this member's inbox.
+    pub async fn inbox(self: &std::sync::Arc<Self>, d: Delivery) {
+        let how = self.inbox_message(&d).await;
+        self.settle(&d, how).await;
+    }
+
+    async fn inbox_message(self: &std::sync::Arc<Self>, d: &Delivery) -> Settle {
+        let Some(user) = Self::sender(d) else { return Settle::Reject(Dropped::Unauthorised) };
+        let msg: ToManager = match Self::parse(&d.data) {
+            Ok(msg) => msg,
+            Err(why) => return Settle::Reject(why),
+        };
+        match msg {
+            ToManager::Heartbeat(hb) => self.heartbeat(&user, hb).await,
+            ToManager::Heartbeats { items } => {
+                let mut last = Settle::Ack;
+                let mut any = false;
+                for hb in items {
+                    match self.heartbeat(&user, hb).await {
+                        Settle::Reject(why) => {
+                            self.counters.drop(why);
+                            last = Settle::Reject(why);
+                        }
+                        _ => any = true,
+                    }
+                }
+                if any { Settle::Ack } else { last }
+            }
+            ToManager::Result(result) => self.result(&user, result),
+            request @ (ToManager::Detail { .. } | ToManager::Forward { .. }) => {
+                if !self.settings.manager_users.contains(&user) {
+                    return Settle::Reject(Dropped::Unauthorised);
+                }
+                let (reply_to, id) = (d.properties.reply_to().clone(), d.properties.correlation_id().clone());
+                let (Some(reply_to), Some(id)) = (reply_to, id) else { return Settle::Reject(Dropped::Schema) };
+                let cloud = self.clone();
+                tokio::spawn(async move { cloud.answer(request, reply_to.as_str(), id.as_str()).await });
+                Settle::Ack
+            }
+        }
+    }
+
+    fn result(&self, user: &str, result: CommandResult) -> Settle {
+        match self.holdings.get(&result.resource) {
+            Some(h) if h.owner == user && h.instance == result.instance => {}
+            Some(_) => return Settle::Reject(Dropped::Unauthorised),
+            None => return Settle::Reject(Dropped::UnknownResource),
+        }
+        let reply = Reply { ok: result.ok, body: result.output, code: String::new() };
+        match self.pending.complete(&result.command_id, reply) {
+            true => Settle::Ack,
+            false => Settle::Reject(Dropped::Stale),
+        }
+    }
+
+    /// The fencing fields of a message this manager sends about `id`.
+    fn fence(&self, id: &str, held: &Held, me: Incarnation) -> Fence {
+        Fence {
+            resource: id.into(),
+            instance: held.instance,
+            term: held.term,
+            manager: self.settings.id.clone(),
+            manager_instance: me.instance,
+            msg_id: self.next_msg_id(),
+        }
+    }
+
+    /// The registry's word on whether this incarnation holds `id` now.
+    async fn lookup(&self, id: &str, me: Incarnation) -> Option<ResourceRow> {
+        let row = self.registry.resource(id).await.ok().flatten()?;
+        let mine =
+            row.manager.as_deref() == Some(self.settings.id.as_str()) && row.manager_instance == Some(me.instance);
+        mine.then_some(row)
+    }
+
+    async fn heartbeat(self: &std::sync::Arc<Self>, user: &str, hb: Heartbeat) -> Settle {
+        let Some(me) = self.me() else { return Settle::Reject(Dropped::UnknownResource) };
+        let mut held = self.holdings.get(&hb.resource);
+        if held.as_ref().is_none_or(|h| hb.instance > h.instance) {
+            // Assigned just now (or a newer instance): the registry decides.
+            if let Some(row) = self.lookup(&hb.resource, me).await {
+                self.holdings.adopt(&row);
+                held = self.holdings.get(&hb.resource);
+            }
+        }
+        let Some(h) = held.filter(|h| hb.instance >= h.instance) else {
+            return match self.holdings.get(&hb.resource) {
+                Some(h) => self.shut_down_older(user, &hb, &h, me).await,
+                None => self.unknown(&hb).await,
+            };
+        };
+        if h.owner != user || h.local {
+            return Settle::Reject(Dropped::Unauthorised);
+        }
+        if hb.instance != h.instance {
+            return self.unknown(&hb).await;
+        }
+        if hb.msg_id <= h.last_msg {
+            return Settle::Reject(Dropped::Duplicate);
+        }
+        Counters::add(&self.counters.heartbeats);
+        self.apply(&hb);
+        let ack = ToAgent::Ack { fence: self.fence(&hb.resource, &h, me), successors: self.view().successors };
+        let _ = self.send(&hb.reply_to, &ack, BasicProperties::default()).await;
+        self.health(&hb.resource, hb.health, me).await;
+        Settle::Ack
+    }
+
+    /// Records what a heartbeat says and reports each changed property.
+    fn apply(&self, hb: &Heartbeat) {
+        let changed = self.holdings.update(&hb.resource, |h| {
+            h.last_msg = hb.msg_id;
+            h.last_heartbeat = Instant::now();
+            h.reply_to = hb.reply_to.clone();
+            h.actions = hb.actions.clone();
+            h.writable = hb.writable.clone();
+            h.rules = hb.rules.clone();
+            if hb.full {
+                h.properties.retain(|k, _| hb.properties.contains_key(k));
+            }
+            let mut changed = Vec::new();
+            for (k, v) in &hb.properties {
+                let old = h.properties.insert(k.clone(), v.clone());
+                if old.as_ref() != Some(v) {
+                    changed.push((k.clone(), v.clone(), old.is_none()));
+                }
+            }
+            changed
+        });
+        for (name, value, added) in changed.unwrap_or_default() {
+            let kind = if added { EventKind::Added } else { EventKind::Replaced };
+            self.emit(kind, &format!("resources/{}/properties/{name}", hb.resource), props_value(&value));
+        }
+    }
+
+    /// A newer instance of the resource holds it: the older one must go.
+    async fn shut_down_older(&self, user: &str, hb: &Heartbeat, current: &Held, me: Incarnation) -> Settle {
+        if current.owner != user {
+            return Settle::Reject(Dropped::Unauthorised);
+        }
+        let mut fence = self.fence(&hb.resource, current, me);
+        fence.instance = hb.instance;
+        let reason = format!("instance {} of {} is the current one", current.instance, hb.resource);
+        let _ = self.send(&hb.reply_to, &ToAgent::Shutdown { fence, reason }, BasicProperties::default()).await;
+        Settle::Reject(Dropped::Stale)
+    }
+
+    async fn unknown(&self, hb: &Heartbeat) -> Settle {
+        let msg = ToAgent::Unknown {
+            resource: hb.resource.clone(),
+            manager: self.settings.id.clone(),
+            msg_id: self.next_msg_id(),
+        };
+        let _ = self.send(&hb.reply_to, &msg, BasicProperties::default()).await;
+        Settle::Reject(Dropped::UnknownResource)
+    }
+
+    /// Moves a resource between up, down and unreachable, applying its
+    /// failure policy when its process is down.
+    async fn health(self: &std::sync::Arc<Self>, id: &str, health: Health, me: Incarnation) {
+        let Some(h) = self.holdings.get(id) else { return };
+        let target = match (health, h.policy) {
+            (Health::Up, _) => UP,
+            (Health::Down, FailurePolicy::AutoInstantiate) => DOWN,
+            (Health::Down, FailurePolicy::RequireUserInput) => UNREACHABLE,
+        };
+        if h.status == target {
+            return;
+        }
+        self.set_status(id, &h, target, me).await;
+        if target == DOWN && h.policy == FailurePolicy::AutoInstantiate {
+            Counters::add(&self.counters.respawns);
+            // Not inline: the agent's result arrives through the inbox this runs on.
+            let (cloud, id) = (self.clone(), id.to_owned());
+            tokio::spawn(async move {
+                match cloud.command(&id, Operation::Respawn).await {
+                    Ok(out) => tracing::info!(resource = %id, output = %out, "respawned"),
+                    Err(e) => tracing::warn!(resource = %id, error = %e, "respawn failed"),
+                }
+            });
+        }
+    }
+
+    async fn set_status(&self, id: &str, h: &Held, status: &str, me: Incarnation) {
+        match self.registry.set_status((&self.settings.id, me.instance), id, h.instance, status).await {
+            Ok(true) => {
+                self.holdings.update(id, |h| h.status = status.into());
+                if status == DOWN || status == UNREACHABLE {
+                    Counters::add(&self.counters.down);
+                }
+                self.emit(EventKind::Replaced, &format!("resources/{id}/status"), Some(Value::String(status.into())));
+            }
+            Ok(false) => Counters::add(&self.counters.fenced_writes),
+            Err(e) => {
+                Counters::add(&self.counters.registry_errors);
+                tracing::warn!(error = %e, resource = id, "status not recorded");
+            }
+        }
+    }
+
+    /// Each round: hold exactly what the registry assigns to this
+    /// incarnation, and mark resources that stopped heartbeating.
+    pub async fn look_after_holdings(&self, me: Incarnation) {
+        match self.registry.held_by(&self.settings.id, me.instance).await {
+            Ok(rows) => self.holdings.sync(&rows),
+            Err(e) => {
+                Counters::add(&self.counters.registry_errors);
+                return tracing::warn!(error = %e, "holdings not refreshed");
+            }
+        }
+        if self.settings.local_host {
+            self.refresh_host();
+        }
+        for (id, h) in self.holdings.silent(self.settings.lease()) {
+            let status = match h.policy {
+                FailurePolicy::RequireUserInput => UNREACHABLE,
+                FailurePolicy::AutoInstantiate => DOWN,
+            };
+            tracing::warn!(resource = %id, status, "resource stopped heartbeating");
+            self.set_status(&id, &h, status, me).await;
+        }
+    }
+
+    /// Runs an operation on a resource this member holds, through its agent.
+    pub async fn command(&self, id: &str, op: Operation) -> Result<Json, OpError> {
+        let me = self.me().ok_or(OpError::Unavailable("this member is rejoining the cloud".into()))?;
+        let h = self.holdings.get(id).ok_or(OpError::NotFound)?;
+        if h.local {
+            return Err(OpError::Refused("this resource has no agent".into()));
+        }
+        match &op {
+            Operation::Exec { action, .. } if !h.actions.contains(action) => return Err(OpError::NotFound),
+            Operation::Set { property, .. } if !h.writable.contains(property) => {
+                return Err(OpError::Refused(format!("{property} is not writable")));
+            }
+            _ => {}
+        }
+        Counters::add(&self.counters.commands);
+        let (command_id, answer) = self.pending.register();
+        let msg = ToAgent::Command { fence: self.fence(id, &h, me), command_id: command_id.clone(), operation: op };
+        if let Err(e) = self.send(&h.reply_to, &msg, BasicProperties::default()).await {
+            self.pending.forget(&command_id);
+            return Err(OpError::Unavailable(e.to_string()));
+        }
+        let reply = tokio::time::timeout(self.settings.rpc_timeout, answer).await;
+        self.pending.forget(&command_id);
+        match reply {
+            Ok(Ok(reply)) if reply.ok => Ok(reply.body),
+            Ok(Ok(reply)) => Err(OpError::Refused(reply.body.to_string())),
+            _ => Err(OpError::Unavailable(format!("{id} did not answer in time"))),
+        }
+    }
+
+    /// Answers another member's request about a resource held here.
+    async fn answer(&self, request: ToManager, reply_to: &str, correlation_id: &str) {
+        Counters::add(&self.counters.forwarded);
+        let outcome = match request {
+            ToManager::Detail { resource } => self.holdings.get(&resource).map(|h| h.detail()).ok_or(OpError::NotFound),
+            ToManager::Forward { resource, operation } => self.command(&resource, operation).await,
+            _ => Err(OpError::NotFound),
+        };
+        let reply = match outcome {
+            Ok(body) => Reply { ok: true, body, code: String::new() },
+            Err(e) => Reply { ok: false, body: json!(e.to_string()), code: e.code().into() },
+        };
+        let props = BasicProperties::default().with_correlation_id(correlation_id.into());
+        let _ = self.send(reply_to, &reply, props).await;
+    }
+
+    /// Asks the member holding `id` (per the registry) for its detail or to run an operation.
+    pub async fn forward(&self, id: &str, request: ToManager) -> Result<Json, OpError> {
+        let unavailable = |e: crate::registry::RegistryError| OpError::Unavailable(e.to_string());
+        let row = self.registry.resource(id).await.map_err(unavailable)?.ok_or(OpError::NotFound)?;
+        let manager = row.manager.ok_or(OpError::NotFound)?;
+        // Asking a dead member would only wait for the timeout.
+        let members = self.registry.members().await.map_err(unavailable)?;
+        if !members.iter().any(|m| m.id == manager && Some(m.instance) == row.manager_instance && m.live) {
+            return Err(OpError::Unavailable(format!("{id} is held by {manager}, which is not live")));
+        }
+        let bus = self.bus.as_ref().ok_or(OpError::Unavailable("no broker is configured".into()))?;
+        let reply_queue = bus.reply_queue().ok_or(OpError::Unavailable("the broker is unreachable".into()))?;
+        let (id, answer) = self.pending.register();
+        let props = BasicProperties::default()
+            .with_correlation_id(id.as_str().into())
+            .with_reply_to(reply_queue.into())
+            .with_user_id(bus.user.as_str().into());
+        if let Err(e) = self.send(&manager_queue(&manager), &request, props).await {
+            self.pending.forget(&id);
+            return Err(OpError::Unavailable(e.to_string()));
+        }
+        let reply = tokio::time::timeout(self.settings.rpc_timeout, answer).await;
+        self.pending.forget(&id);
+        match reply {
+            Ok(Ok(r)) if r.ok => Ok(r.body),
+            Ok(Ok(r)) if r.code == "not_found" => Err(OpError::NotFound),
+            Ok(Ok(r)) if r.code == "refused" => Err(OpError::Refused(r.body.as_str().unwrap_or_default().into())),
+            Ok(Ok(r)) => Err(OpError::Unavailable(r.body.to_string())),
+            _ => Err(OpError::Unavailable(format!("manager {manager} did not answer in time"))),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    #[error("no such resource, action or property")]
+    NotFound,
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl OpError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::NotFound => "not_found",
+            Self::Refused(_) => "refused",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+}
