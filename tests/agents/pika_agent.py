@@ -60,7 +60,7 @@ class Agent:
         # No "type" field: the queue implies it. Persistent, expires after 60 s.
         body = {"resource": self.resource, "resource_type": self.resource_type, "nonce": self.nonce,
                 "reply_to": self.queue, "msg_id": self.next_id()}
-        self.publish(MANAGE_ME_QUEUE, body, delivery_mode=2, expiration="60000")
+        self.publish(MANAGE_ME_QUEUE, body, delivery_mode=2)
 
     def heartbeat(self):
         a = self.assignment

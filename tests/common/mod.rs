@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports)] // Each test binary uses a different part of the harness.
 
 mod brokers;
+mod cloud;
 mod federation;
 mod http;
 pub mod load;
@@ -11,6 +12,7 @@ mod prosody;
 mod server;
 
 pub use brokers::*;
+pub use cloud::*;
 pub use federation::*;
 pub use http::*;
 pub use postgres::*;

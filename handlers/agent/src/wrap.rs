@@ -127,8 +127,10 @@ impl Resource for Wrapped {
                 props.insert(name.clone(), v);
             }
         }
-        for (name, value) in self.config.lock().await.iter() {
-            props.entry(name.clone()).or_insert_with(|| value.clone());
+        for (name, path) in &self.writable {
+            if let Some(v) = Self::read(&Source::File(path.clone())).await {
+                props.insert(name.clone(), v);
+            }
         }
         if self.spawn.is_some() {
             let pid = self.child.lock().await.as_ref().and_then(|c| c.id());

@@ -56,20 +56,22 @@ impl Cloud {
                 Settle::Ack
             }
             Err(RegistryError::NotOwner { .. }) => Settle::Reject(Dropped::Unauthorised),
-            Err(e) => self.refused(e),
+            Err(e) => {
+                // Back to the queue, for the rightful coordinator or a later try.
+                self.refused(e);
+                Settle::Requeue
+            }
         }
     }
 
-    /// A registry refusal: counted, and the request goes back to the queue
-    /// for the rightful coordinator (or a later try).
-    fn refused(&self, e: RegistryError) -> Settle {
+    /// Counts a registry refusal.
+    fn refused(&self, e: RegistryError) {
         match &e {
             RegistryError::Fenced { .. } => Counters::add(&self.counters.fenced_writes),
             RegistryError::NoRoom => {}
             _ => Counters::add(&self.counters.registry_errors),
         }
-        tracing::warn!(error = %e, "Manage Me not placed");
-        Settle::Requeue
+        tracing::warn!(error = %e, "registry write refused");
     }
 
     pub async fn send_assignment(&self, fence: &CoordinatorFence, row: &ResourceRow) {
@@ -98,7 +100,7 @@ impl Cloud {
     pub async fn reassign_orphans(&self, fence: &CoordinatorFence) {
         let orphans = match self.registry.orphans(self.settings.retry.as_millis() as u64, REASSIGN_BATCH).await {
             Ok(rows) => rows,
-            Err(e) => return drop(self.refused(e)),
+            Err(e) => return self.refused(e),
         };
         for orphan in orphans {
             match self.registry.reassign(fence, &orphan).await {
@@ -111,7 +113,7 @@ impl Cloud {
                     }
                 }
                 Ok(None) => {}
-                Err(e) => return drop(self.refused(e)),
+                Err(e) => return self.refused(e),
             }
         }
     }

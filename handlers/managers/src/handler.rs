@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use dmtree_agent::protocol::{Operation as AgentOp, ToManager};
 use dmtree_core::{
-    DataHandler, DmtError, Meta, Node, OpContext, Operation, Result, Uri, Value, json_children, json_node,
+    DataHandler, DmtError, Meta, NewNode, Node, OpContext, Operation, Result, Uri, Value, json_children, json_node,
 };
 use serde_json::{Value as Json, json};
 
@@ -198,7 +198,7 @@ impl DataHandler for ManagersHandler {
         Ok(match segs.as_slice() {
             ["resources", _, "actions", _] => Meta::read_only().with_operations(&[Operation::Get, Operation::Exec]),
             ["resources", _, "properties", _] => {
-                Meta::read_only().with_operations(&[Operation::Get, Operation::Replace])
+                Meta::read_only().with_operations(&[Operation::Get, Operation::Add, Operation::Replace])
             }
             _ => Meta::read_only(),
         })
@@ -211,6 +211,14 @@ impl DataHandler for ManagersHandler {
         };
         let op = AgentOp::Set { property: (*property).into(), value: value.to_json() };
         self.operate(id, op, path).await.map(|_| ())
+    }
+
+    /// Setting a writable property that has no value yet.
+    async fn add(&self, cx: OpContext<'_>, path: &Uri, node: NewNode) -> Result<()> {
+        match node {
+            NewNode::Leaf(value) => self.replace(cx, path, value).await,
+            NewNode::Interior => Err(DmtError::not_allowed(path, "a resource's properties are leaves")),
+        }
     }
 
     async fn exec(&self, _cx: OpContext<'_>, path: &Uri, data: Option<Json>) -> Result<Json> {
