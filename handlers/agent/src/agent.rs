@@ -213,6 +213,7 @@ impl Agent {
             policy: self.config.policy,
             reply_to: link.queue.clone(),
             msg_id: s.next_id(),
+            instance: s.fencing.instance,
         };
         self.stats.manage_me.fetch_add(1, Relaxed);
         s.unanswered = s.unanswered.saturating_add(1);

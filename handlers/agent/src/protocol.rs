@@ -75,6 +75,10 @@ pub struct ManageMe {
     /// The agent's own queue, where its assignment goes.
     pub reply_to: String,
     pub msg_id: u64,
+    /// The instance this process held before (its manager died or forgot
+    /// it): if a newer instance exists meanwhile, this one is told to shut down.
+    #[serde(default)]
+    pub instance: Option<u64>,
 }
 
 /// Coordinator → agent: which manager holds it now, under which term.

@@ -139,7 +139,7 @@ impl Cloud {
         if let Role::Coordinator(fence) = role {
             self.reassign_orphans(&fence).await;
         }
-        self.look_after_holdings(me).await;
+        self.look_after_holdings(me, view.now).await;
         Ok(())
     }
 

@@ -48,6 +48,7 @@ impl Cloud {
             endpoint: req.endpoint,
             reply_to: req.reply_to,
             policy: req.policy.as_str().into(),
+            previous: req.instance,
         };
         match self.registry.place(&fence, &request).await {
             Ok(row) => {
@@ -56,6 +57,10 @@ impl Cloud {
                 Settle::Ack
             }
             Err(RegistryError::NotOwner { .. }) => Settle::Reject(Dropped::Unauthorised),
+            Err(RegistryError::Superseded { current, .. }) => {
+                self.supersede(&fence, &request, current).await;
+                Settle::Reject(Dropped::Stale)
+            }
             Err(e) => {
                 // Back to the queue, for the rightful coordinator or a later try.
                 self.refused(e);
@@ -72,6 +77,22 @@ impl Cloud {
             _ => Counters::add(&self.counters.registry_errors),
         }
         tracing::warn!(error = %e, "registry write refused");
+    }
+
+    /// Tells an older instance asking to be managed again that a newer one exists.
+    async fn supersede(&self, fence: &CoordinatorFence, req: &Request, current: u64) {
+        let Some(instance) = req.previous else { return };
+        let fence = dmtree_agent::protocol::Fence {
+            resource: req.resource.clone(),
+            instance,
+            term: fence.term,
+            manager: fence.id.clone(),
+            manager_instance: fence.instance,
+            msg_id: self.next_msg_id(),
+        };
+        let reason = format!("instance {current} of {} is the current one", req.resource);
+        let msg = dmtree_agent::protocol::ToAgent::Shutdown { fence, reason };
+        let _ = self.send(&req.reply_to, &msg, BasicProperties::default()).await;
     }
 
     pub async fn send_assignment(&self, fence: &CoordinatorFence, row: &ResourceRow) {

@@ -79,18 +79,58 @@ impl Held {
     }
 }
 
+/// The few fields of a holding that decisions need, copied out cheaply.
+#[derive(Debug, Clone)]
+pub struct Stamp {
+    pub instance: u64,
+    pub term: u64,
+    pub owner: String,
+    pub local: bool,
+    pub status: String,
+    pub policy: FailurePolicy,
+    pub reply_to: String,
+    pub actions: Vec<String>,
+    pub writable: Vec<String>,
+}
+
 #[derive(Default)]
 pub struct Holdings {
     map: Mutex<HashMap<String, Held>>,
+    sync: Mutex<SyncState>,
 }
+
+#[derive(Default)]
+struct SyncState {
+    /// Registry time of the last look at the registry.
+    last: Option<i64>,
+    rounds: u64,
+}
+
+/// Every this many rounds a member reads all its rows, not only the changed ones.
+const FULL_SYNC_ROUNDS: u64 = 30;
 
 impl Holdings {
     pub fn clear(&self) {
         self.map.lock().clear();
+        self.resync();
     }
 
     pub fn get(&self, id: &str) -> Option<Held> {
         self.map.lock().get(id).cloned()
+    }
+
+    pub fn stamp(&self, id: &str) -> Option<Stamp> {
+        self.map.lock().get(id).map(|h| Stamp {
+            instance: h.instance,
+            term: h.term,
+            owner: h.owner.clone(),
+            local: h.local,
+            status: h.status.clone(),
+            policy: h.policy,
+            reply_to: h.reply_to.clone(),
+            actions: h.actions.clone(),
+            writable: h.writable.clone(),
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -115,6 +155,32 @@ impl Holdings {
             Some(h) if h.instance == row.instance => h.term = h.term.max(row.term),
             _ => {
                 map.insert(row.id.clone(), Held::from_row(row));
+            }
+        }
+    }
+
+    /// When to read changes from (registry ms), or `None` for a full read,
+    /// which every `full_every`-th round is; records `now` as the last look.
+    fn since(&self, now: i64, full_every: u64) -> Option<i64> {
+        let mut sync = self.sync.lock();
+        sync.rounds += 1;
+        let since = sync.last.filter(|_| !sync.rounds.is_multiple_of(full_every));
+        sync.last = Some(now);
+        since
+    }
+
+    /// The next round reads everything (the last one failed).
+    fn resync(&self) {
+        self.sync.lock().last = None;
+    }
+
+    /// Applies changed rows: adopt what is now this member's, drop what moved away.
+    fn reconcile(&self, rows: &[ResourceRow], mine: impl Fn(&ResourceRow) -> bool) {
+        for row in rows {
+            if mine(row) {
+                self.adopt(row);
+            } else {
+                self.map.lock().remove(&row.id);
             }
         }
     }
@@ -201,7 +267,7 @@ impl Cloud {
     }
 
     /// The fencing fields of a message this manager sends about `id`.
-    fn fence(&self, id: &str, held: &Held, me: Incarnation) -> Fence {
+    fn fence(&self, id: &str, held: &Stamp, me: Incarnation) -> Fence {
         Fence {
             resource: id.into(),
             instance: held.instance,
@@ -222,40 +288,40 @@ impl Cloud {
 
     async fn heartbeat(self: &std::sync::Arc<Self>, user: &str, hb: Heartbeat) -> Settle {
         let Some(me) = self.me() else { return Settle::Reject(Dropped::UnknownResource) };
-        let mut held = self.holdings.get(&hb.resource);
-        if held.as_ref().is_none_or(|h| hb.instance > h.instance) {
+        let mut known = self.holdings.stamp(&hb.resource);
+        if known.as_ref().is_none_or(|k| hb.instance > k.instance) {
             // Assigned just now (or a newer instance): the registry decides.
             if let Some(row) = self.lookup(&hb.resource, me).await {
                 self.holdings.adopt(&row);
-                held = self.holdings.get(&hb.resource);
+                known = self.holdings.stamp(&hb.resource);
             }
         }
-        let Some(h) = held.filter(|h| hb.instance >= h.instance) else {
-            return match self.holdings.get(&hb.resource) {
-                Some(h) => self.shut_down_older(user, &hb, &h, me).await,
-                None => self.unknown(&hb).await,
-            };
-        };
-        if h.owner != user || h.local {
+        let Some(k) = known else { return self.unknown(&hb).await };
+        if k.owner != user || k.local {
             return Settle::Reject(Dropped::Unauthorised);
         }
-        if hb.instance != h.instance {
+        if hb.instance < k.instance {
+            return self.shut_down_older(&hb, &k, me).await;
+        }
+        if hb.instance > k.instance {
             return self.unknown(&hb).await;
         }
-        if hb.msg_id <= h.last_msg {
+        if !self.apply(&hb) {
             return Settle::Reject(Dropped::Duplicate);
         }
         Counters::add(&self.counters.heartbeats);
-        self.apply(&hb);
-        let ack = ToAgent::Ack { fence: self.fence(&hb.resource, &h, me), successors: self.view().successors };
+        let ack = ToAgent::Ack { fence: self.fence(&hb.resource, &k, me), successors: self.view().successors };
         let _ = self.send(&hb.reply_to, &ack, BasicProperties::default()).await;
-        self.health(&hb.resource, hb.health, me).await;
+        self.health(&hb.resource, hb.health, &k, me).await;
         Settle::Ack
     }
 
     /// Records what a heartbeat says and reports each changed property.
-    fn apply(&self, hb: &Heartbeat) {
+    fn apply(&self, hb: &Heartbeat) -> bool {
         let changed = self.holdings.update(&hb.resource, |h| {
+            if hb.msg_id <= h.last_msg {
+                return None;
+            }
             h.last_msg = hb.msg_id;
             h.last_heartbeat = Instant::now();
             h.reply_to = hb.reply_to.clone();
@@ -272,19 +338,18 @@ impl Cloud {
                     changed.push((k.clone(), v.clone(), old.is_none()));
                 }
             }
-            changed
+            Some(changed)
         });
-        for (name, value, added) in changed.unwrap_or_default() {
+        let Some(changed) = changed.flatten() else { return false };
+        for (name, value, added) in changed {
             let kind = if added { EventKind::Added } else { EventKind::Replaced };
             self.emit(kind, &format!("resources/{}/properties/{name}", hb.resource), props_value(&value));
         }
+        true
     }
 
     /// A newer instance of the resource holds it: the older one must go.
-    async fn shut_down_older(&self, user: &str, hb: &Heartbeat, current: &Held, me: Incarnation) -> Settle {
-        if current.owner != user {
-            return Settle::Reject(Dropped::Unauthorised);
-        }
+    async fn shut_down_older(&self, hb: &Heartbeat, current: &Stamp, me: Incarnation) -> Settle {
         let mut fence = self.fence(&hb.resource, current, me);
         fence.instance = hb.instance;
         let reason = format!("instance {} of {} is the current one", current.instance, hb.resource);
@@ -304,8 +369,7 @@ impl Cloud {
 
     /// Moves a resource between up, down and unreachable, applying its
     /// failure policy when its process is down.
-    async fn health(self: &std::sync::Arc<Self>, id: &str, health: Health, me: Incarnation) {
-        let Some(h) = self.holdings.get(id) else { return };
+    async fn health(self: &std::sync::Arc<Self>, id: &str, health: Health, h: &Stamp, me: Incarnation) {
         let target = match (health, h.policy) {
             (Health::Up, _) => UP,
             (Health::Down, FailurePolicy::AutoInstantiate) => DOWN,
@@ -314,7 +378,7 @@ impl Cloud {
         if h.status == target {
             return;
         }
-        self.set_status(id, &h, target, me).await;
+        self.set_status(id, h.instance, target, me).await;
         if target == DOWN && h.policy == FailurePolicy::AutoInstantiate {
             Counters::add(&self.counters.respawns);
             // Not inline: the agent's result arrives through the inbox this runs on.
@@ -328,8 +392,8 @@ impl Cloud {
         }
     }
 
-    async fn set_status(&self, id: &str, h: &Held, status: &str, me: Incarnation) {
-        match self.registry.set_status((&self.settings.id, me.instance), id, h.instance, status).await {
+    async fn set_status(&self, id: &str, instance: u64, status: &str, me: Incarnation) {
+        match self.registry.set_status((&self.settings.id, me.instance), id, instance, status).await {
             Ok(true) => {
                 self.holdings.update(id, |h| h.status = status.into());
                 if status == DOWN || status == UNREACHABLE {
@@ -347,13 +411,25 @@ impl Cloud {
 
     /// Each round: hold exactly what the registry assigns to this
     /// incarnation, and mark resources that stopped heartbeating.
-    pub async fn look_after_holdings(&self, me: Incarnation) {
-        match self.registry.held_by(&self.settings.id, me.instance).await {
-            Ok(rows) => self.holdings.sync(&rows),
-            Err(e) => {
-                Counters::add(&self.counters.registry_errors);
-                return tracing::warn!(error = %e, "holdings not refreshed");
+    ///
+    /// Most rounds read only the rows changed since the last one (with a
+    /// lease of overlap); every [`FULL_SYNC_ROUNDS`] rounds, all of them.
+    pub async fn look_after_holdings(&self, me: Incarnation, now: i64) {
+        let since = self.holdings.since(now, FULL_SYNC_ROUNDS);
+        let mine = |r: &ResourceRow| {
+            r.manager.as_deref() == Some(self.settings.id.as_str()) && r.manager_instance == Some(me.instance)
+        };
+        let synced = match since {
+            None => self.registry.held_by(&self.settings.id, me.instance).await.map(|rows| self.holdings.sync(&rows)),
+            Some(since) => {
+                let since = since - self.settings.lease().as_millis() as i64;
+                self.registry.changed_since(since).await.map(|rows| self.holdings.reconcile(&rows, mine))
             }
+        };
+        if let Err(e) = synced {
+            Counters::add(&self.counters.registry_errors);
+            self.holdings.resync();
+            return tracing::warn!(error = %e, "holdings not refreshed");
         }
         if self.settings.local_host {
             self.refresh_host();
@@ -364,14 +440,14 @@ impl Cloud {
                 FailurePolicy::AutoInstantiate => DOWN,
             };
             tracing::warn!(resource = %id, status, "resource stopped heartbeating");
-            self.set_status(&id, &h, status, me).await;
+            self.set_status(&id, h.instance, status, me).await;
         }
     }
 
     /// Runs an operation on a resource this member holds, through its agent.
     pub async fn command(&self, id: &str, op: Operation) -> Result<Json, OpError> {
         let me = self.me().ok_or(OpError::Unavailable("this member is rejoining the cloud".into()))?;
-        let h = self.holdings.get(id).ok_or(OpError::NotFound)?;
+        let h = self.holdings.stamp(id).ok_or(OpError::NotFound)?;
         if h.local {
             return Err(OpError::Refused("this resource has no agent".into()));
         }

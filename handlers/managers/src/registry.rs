@@ -20,6 +20,9 @@ pub enum RegistryError {
     NotOwner { resource: String },
     #[error("no live manager has room")]
     NoRoom,
+    /// The requester is an older instance: a newer one holds the resource.
+    #[error("instance {current} of {resource} supersedes the requester")]
+    Superseded { resource: String, current: u64 },
 }
 
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
@@ -127,6 +130,8 @@ pub struct Request {
     pub endpoint: String,
     pub reply_to: String,
     pub policy: String,
+    /// The instance the requester held before, if any.
+    pub previous: Option<u64>,
 }
 
 pub struct Registry {
@@ -399,6 +404,9 @@ impl Registry {
                 return Err(RegistryError::NotOwner { resource: req.resource.clone() });
             }
             let same_process = row.nonce == req.nonce;
+            if !same_process && req.previous.is_some_and(|i| i < row.instance) {
+                return Err(RegistryError::Superseded { resource: row.id.clone(), current: row.instance });
+            }
             let held = match (&row.manager, row.manager_instance) {
                 (Some(m), Some(i)) => self.member_live(&mut tx, m, i, now).await?,
                 _ => false,
@@ -464,6 +472,12 @@ impl Registry {
         .execute(&mut **tx)
         .await?;
         Ok(())
+    }
+
+    /// Rows written at or after `since` (registry ms), whoever holds them.
+    pub async fn changed_since(&self, since: i64) -> Result<Vec<ResourceRow>> {
+        let sql = format!("SELECT {RESOURCE_COLUMNS} FROM dmtree_resources WHERE updated >= $1");
+        sqlx::query(&sql).bind(since).fetch_all(&self.pool).await?.iter().map(resource_row).collect()
     }
 
     /// Resources whose manager is gone, and unreachable ones due a retry.
@@ -575,6 +589,7 @@ mod tests {
             endpoint: String::new(),
             reply_to: "q".into(),
             policy: "require-user-input".into(),
+            previous: None,
         }
     }
 
@@ -618,6 +633,8 @@ mod tests {
         let mut other = request("web-1", "n3");
         other.owner = "intruder".into();
         assert!(matches!(r.place(&fence, &other).await, Err(RegistryError::NotOwner { .. })));
+        let old_process = Request { previous: Some(row.instance), ..request("web-1", "n1") };
+        assert!(matches!(r.place(&fence, &old_process).await, Err(RegistryError::Superseded { .. })));
         r.join("a", "", 60_000, 10).await.unwrap();
         r.elect(3).await.unwrap();
         assert!(matches!(
