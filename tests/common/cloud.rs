@@ -43,9 +43,14 @@ pub const HEARTBEAT_MS: u64 = 500;
 pub const MISSED: u64 = 4;
 
 pub fn manager_config(id: &str, registry: &str, amqp: &str) -> String {
+    let timings = format!("heartbeat_ms = {HEARTBEAT_MS}\nmissed = {MISSED}\nretry_ms = 3000\nrpc_timeout_ms = 3000\n");
+    manager_config_with(id, registry, amqp, &timings)
+}
+
+/// A member's configuration with `extra` keys in its `[managers]` section.
+pub fn manager_config_with(id: &str, registry: &str, amqp: &str, extra: &str) -> String {
     config_with(&format!(
-        "[infrastructure]\nlocalhost = false\n\n[managers]\nid = \"{id}\"\nregistry = \"{registry}\"\namqp = \"{amqp}\"\n\
-         heartbeat_ms = {HEARTBEAT_MS}\nmissed = {MISSED}\nretry_ms = 3000\nrpc_timeout_ms = 3000\n"
+        "[infrastructure]\nlocalhost = false\n\n[managers]\nid = \"{id}\"\nregistry = \"{registry}\"\namqp = \"{amqp}\"\n{extra}"
     ))
 }
 

@@ -31,6 +31,7 @@ pub struct Bus {
     pub inbox: String,
     channel: RwLock<Option<Channel>>,
     reply_queue: RwLock<Option<String>>,
+    quorum: bool,
 }
 
 /// One live connection and the consumers every member runs.
@@ -40,13 +41,18 @@ pub struct Link {
     pub replies: Consumer,
 }
 
-fn dead_lettered(mut args: FieldTable) -> FieldTable {
+/// The arguments of the cloud's own queues: dead-lettered, and replicated on a cluster.
+fn cloud_queue(quorum: bool) -> FieldTable {
+    let mut args = FieldTable::default();
     args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(LongString::from(DEAD_LETTER_EXCHANGE)));
+    if quorum {
+        args.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from("quorum")));
+    }
     args
 }
 
 impl Bus {
-    pub fn new(url: String, member: &str) -> Self {
+    pub fn new(url: String, member: &str, quorum: bool) -> Self {
         let user = url.parse::<lapin::uri::AMQPUri>().map(|u| u.authority.userinfo.username).unwrap_or_default();
         Self {
             url,
@@ -55,6 +61,7 @@ impl Bus {
             inbox: dmtree_agent::protocol::manager_queue(member),
             channel: RwLock::new(None),
             reply_queue: RwLock::new(None),
+            quorum,
         }
     }
 
@@ -62,8 +69,8 @@ impl Bus {
         let props = ConnectionProperties::default().with_connection_name(self.name.clone().into());
         let connection = Connection::connect(&self.url, props).await?;
         let channel = connection.create_channel().await?;
-        declare_topology(&channel).await?;
-        let mut inbox_args = dead_lettered(FieldTable::default());
+        declare_topology(&channel, self.quorum).await?;
+        let mut inbox_args = cloud_queue(self.quorum);
         inbox_args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(INBOX_TTL_MS));
         let durable = QueueDeclareOptions { durable: true, ..Default::default() };
         channel.queue_declare(self.inbox.as_str().into(), durable, inbox_args).await?;
@@ -111,7 +118,7 @@ impl Bus {
 }
 
 /// The queues and exchanges every member (and the test harness) relies on.
-pub async fn declare_topology(channel: &Channel) -> Result<(), BusError> {
+pub async fn declare_topology(channel: &Channel, quorum: bool) -> Result<(), BusError> {
     let durable_ex = ExchangeDeclareOptions { durable: true, ..Default::default() };
     channel
         .exchange_declare(DEAD_LETTER_EXCHANGE.into(), ExchangeKind::Fanout, durable_ex, FieldTable::default())
@@ -129,6 +136,6 @@ pub async fn declare_topology(channel: &Channel) -> Result<(), BusError> {
             FieldTable::default(),
         )
         .await?;
-    channel.queue_declare(MANAGE_ME_QUEUE.into(), durable, dead_lettered(FieldTable::default())).await?;
+    channel.queue_declare(MANAGE_ME_QUEUE.into(), durable, cloud_queue(quorum)).await?;
     Ok(())
 }

@@ -45,12 +45,15 @@ pub struct Cloud {
     sink: RwLock<Option<ChangeSink>>,
     msg_id: AtomicU64,
     pub pending: crate::rpc::Pending,
+    pub(crate) statuses: tokio::sync::mpsc::UnboundedSender<crate::holder::StatusChange>,
+    status_queue: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<crate::holder::StatusChange>>>,
 }
 
 impl Cloud {
     pub async fn open(settings: Settings) -> Result<Arc<Self>, RegistryError> {
         let registry = Registry::open(&settings.registry).await?;
-        let bus = settings.amqp.clone().map(|url| Bus::new(url, &settings.id));
+        let bus = settings.amqp.clone().map(|url| Bus::new(url, &settings.id, settings.quorum_queues));
+        let (statuses, status_queue) = tokio::sync::mpsc::unbounded_channel();
         Ok(Arc::new(Self {
             settings,
             registry,
@@ -64,6 +67,8 @@ impl Cloud {
             sink: RwLock::new(None),
             msg_id: AtomicU64::new(0),
             pending: Default::default(),
+            statuses,
+            status_queue: Mutex::new(Some(status_queue)),
         }))
     }
 
@@ -71,6 +76,9 @@ impl Cloud {
     pub fn start(self: &Arc<Self>, sink: ChangeSink) {
         *self.sink.write() = Some(sink);
         tokio::spawn(member_loop(Arc::downgrade(self)));
+        if let Some(queue) = self.status_queue.lock().take() {
+            tokio::spawn(status_writer(Arc::downgrade(self), queue));
+        }
         if self.bus.is_some() {
             tokio::spawn(bus_loop(Arc::downgrade(self)));
         }
@@ -203,6 +211,20 @@ async fn member_loop(cloud: std::sync::Weak<Cloud>) {
             Counters::add(&cloud.counters.registry_errors);
             tracing::warn!(error = %e, "manager round failed");
         }
+    }
+}
+
+/// The most status changes one registry transaction writes.
+const STATUS_BATCH: usize = 512;
+
+async fn status_writer(
+    cloud: std::sync::Weak<Cloud>,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<crate::holder::StatusChange>,
+) {
+    let mut batch = Vec::with_capacity(STATUS_BATCH);
+    while queue.recv_many(&mut batch, STATUS_BATCH).await > 0 {
+        let Some(cloud) = cloud.upgrade() else { return };
+        cloud.write_statuses(std::mem::take(&mut batch)).await;
     }
 }
 

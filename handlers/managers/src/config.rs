@@ -33,6 +33,8 @@ pub struct ManagersConfig {
     pub local_host: bool,
     /// AMQP users whose member-to-member requests are accepted (default: the user of `amqp`).
     pub manager_users: Vec<String>,
+    /// Declare Manage Me and the inboxes as quorum queues (for a RabbitMQ cluster).
+    pub quorum_queues: bool,
 }
 
 impl Default for ManagersConfig {
@@ -51,6 +53,7 @@ impl Default for ManagersConfig {
             successors: 3,
             local_host: true,
             manager_users: Vec::new(),
+            quorum_queues: false,
         }
     }
 }
@@ -74,6 +77,7 @@ pub struct Settings {
     pub successors: usize,
     pub local_host: bool,
     pub manager_users: Vec<String>,
+    pub quorum_queues: bool,
 }
 
 impl Settings {
@@ -129,6 +133,7 @@ impl ManagersConfig {
             successors: self.successors.clamp(1, 16),
             local_host: self.local_host,
             manager_users,
+            quorum_queues: self.quorum_queues,
         })
     }
 }

@@ -2,7 +2,8 @@
 //! fed by heartbeats. A heartbeat is obeyed only from the resource's owner
 //! and current instance; an older instance is told to shut down.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dmtree_agent::protocol::{
@@ -15,68 +16,16 @@ use parking_lot::Mutex;
 use serde_json::{Value as Json, json};
 
 use crate::cloud::{Cloud, Settle};
+use crate::held::{ASSIGNED, DOWN, Held, Interner, UNREACHABLE, UP};
 use crate::monitoring::{Counters, Dropped};
 use crate::registry::{Incarnation, ResourceRow};
 
-/// Statuses a resource goes through, as shown under `resources/<id>/status`.
-pub const ASSIGNED: &str = "assigned";
-pub const UP: &str = "up";
-pub const DOWN: &str = "down";
-pub const UNREACHABLE: &str = "unreachable";
-
-#[derive(Debug, Clone)]
-pub struct Held {
-    pub instance: u64,
-    pub owner: String,
-    pub kind: String,
-    pub policy: FailurePolicy,
-    pub reply_to: String,
-    /// The term of the assignment this manager holds it under.
-    pub term: u64,
-    pub status: String,
-    pub properties: BTreeMap<String, Json>,
-    pub actions: Vec<String>,
-    pub writable: Vec<String>,
-    pub rules: Json,
-    pub last_heartbeat: Instant,
-    pub last_msg: u64,
-    /// A resource inside this manager (its host): no agent, no heartbeats.
-    pub local: bool,
-}
-
-impl Held {
-    fn from_row(row: &ResourceRow) -> Self {
-        Self {
-            instance: row.instance,
-            owner: row.owner.clone(),
-            kind: row.kind.clone(),
-            policy: FailurePolicy::parse(&row.policy).unwrap_or_default(),
-            reply_to: row.reply_to.clone(),
-            term: row.term,
-            status: row.status.clone(),
-            properties: BTreeMap::new(),
-            actions: Vec::new(),
-            writable: Vec::new(),
-            rules: Json::Null,
-            // A grace period: the agent learns of the assignment just now.
-            last_heartbeat: Instant::now(),
-            last_msg: 0,
-            local: row.pinned,
-        }
-    }
-
-    /// The detail served under `resources/<id>`: properties, actions, rules.
-    pub fn detail(&self) -> Json {
-        let names = |list: &[String], v: &str| -> serde_json::Map<String, Json> {
-            list.iter().map(|a| (a.clone(), json!(v))).collect()
-        };
-        json!({
-            "properties": self.properties,
-            "actions": names(&self.actions, "exec"),
-            "writable": names(&self.writable, "replace"),
-            "rules": { "published": self.rules },
-        })
-    }
+/// A status change waiting for the status writer.
+pub(crate) struct StatusChange {
+    id: String,
+    instance: u64,
+    status: &'static str,
+    holder: Incarnation,
 }
 
 /// The few fields of a holding that decisions need, copied out cheaply.
@@ -84,11 +33,11 @@ impl Held {
 pub struct Stamp {
     pub instance: u64,
     pub term: u64,
-    pub owner: String,
+    pub owner: Arc<str>,
     pub local: bool,
-    pub status: String,
+    pub status: &'static str,
     pub policy: FailurePolicy,
-    pub reply_to: String,
+    pub reply_to: Arc<str>,
     pub actions: Vec<String>,
     pub writable: Vec<String>,
 }
@@ -97,6 +46,7 @@ pub struct Stamp {
 pub struct Holdings {
     map: Mutex<HashMap<String, Held>>,
     sync: Mutex<SyncState>,
+    pub strings: Interner,
 }
 
 #[derive(Default)]
@@ -125,7 +75,7 @@ impl Holdings {
             term: h.term,
             owner: h.owner.clone(),
             local: h.local,
-            status: h.status.clone(),
+            status: h.status,
             policy: h.policy,
             reply_to: h.reply_to.clone(),
             actions: h.actions.clone(),
@@ -154,7 +104,7 @@ impl Holdings {
         match map.get_mut(&row.id) {
             Some(h) if h.instance == row.instance => h.term = h.term.max(row.term),
             _ => {
-                map.insert(row.id.clone(), Held::from_row(row));
+                map.insert(row.id.clone(), Held::from_row(row, &self.strings));
             }
         }
     }
@@ -198,9 +148,7 @@ impl Holdings {
     fn silent(&self, after: Duration) -> Vec<(String, Held)> {
         let map = self.map.lock();
         map.iter()
-            .filter(|(_, h)| {
-                !h.local && h.last_heartbeat.elapsed() > after && matches!(h.status.as_str(), UP | ASSIGNED)
-            })
+            .filter(|(_, h)| !h.local && h.last_heartbeat.elapsed() > after && matches!(h.status, UP | ASSIGNED))
             .map(|(id, h)| (id.clone(), h.clone()))
             .collect()
     }
@@ -255,7 +203,7 @@ impl Cloud {
 
     fn result(&self, user: &str, result: CommandResult) -> Settle {
         match self.holdings.get(&result.resource) {
-            Some(h) if h.owner == user && h.instance == result.instance => {}
+            Some(h) if &*h.owner == user && h.instance == result.instance => {}
             Some(_) => return Settle::Reject(Dropped::Unauthorised),
             None => return Settle::Reject(Dropped::UnknownResource),
         }
@@ -286,7 +234,7 @@ impl Cloud {
         mine.then_some(row)
     }
 
-    async fn heartbeat(self: &std::sync::Arc<Self>, user: &str, hb: Heartbeat) -> Settle {
+    async fn heartbeat(self: &std::sync::Arc<Self>, user: &str, mut hb: Heartbeat) -> Settle {
         let Some(me) = self.me() else { return Settle::Reject(Dropped::UnknownResource) };
         let mut known = self.holdings.stamp(&hb.resource);
         if known.as_ref().is_none_or(|k| hb.instance > k.instance) {
@@ -297,7 +245,7 @@ impl Cloud {
             }
         }
         let Some(k) = known else { return self.unknown(&hb).await };
-        if k.owner != user || k.local {
+        if &*k.owner != user || k.local {
             return Settle::Reject(Dropped::Unauthorised);
         }
         if hb.instance < k.instance {
@@ -306,7 +254,7 @@ impl Cloud {
         if hb.instance > k.instance {
             return self.unknown(&hb).await;
         }
-        if !self.apply(&hb) {
+        if !self.apply(&mut hb) {
             return Settle::Reject(Dropped::Duplicate);
         }
         Counters::add(&self.counters.heartbeats);
@@ -316,29 +264,30 @@ impl Cloud {
         Settle::Ack
     }
 
-    /// Records what a heartbeat says and reports each changed property.
-    fn apply(&self, hb: &Heartbeat) -> bool {
+    /// Records what a heartbeat says and reports each changed property;
+    /// false for a message id already seen.
+    fn apply(&self, hb: &mut Heartbeat) -> bool {
+        let properties = std::mem::take(&mut hb.properties);
+        let strings = &self.holdings.strings;
         let changed = self.holdings.update(&hb.resource, |h| {
             if hb.msg_id <= h.last_msg {
                 return None;
             }
             h.last_msg = hb.msg_id;
             h.last_heartbeat = Instant::now();
-            h.reply_to = hb.reply_to.clone();
-            h.actions = hb.actions.clone();
-            h.writable = hb.writable.clone();
-            h.rules = hb.rules.clone();
-            if hb.full {
-                h.properties.retain(|k, _| hb.properties.contains_key(k));
+            if *h.reply_to != hb.reply_to {
+                h.reply_to = strings.get(&hb.reply_to);
             }
-            let mut changed = Vec::new();
-            for (k, v) in &hb.properties {
-                let old = h.properties.insert(k.clone(), v.clone());
-                if old.as_ref() != Some(v) {
-                    changed.push((k.clone(), v.clone(), old.is_none()));
-                }
+            if h.actions != hb.actions {
+                h.actions = std::mem::take(&mut hb.actions);
             }
-            Some(changed)
+            if h.writable != hb.writable {
+                h.writable = std::mem::take(&mut hb.writable);
+            }
+            if h.rules != hb.rules {
+                h.rules = std::mem::take(&mut hb.rules);
+            }
+            Some(h.update_properties(hb.full, properties, strings))
         });
         let Some(changed) = changed.flatten() else { return false };
         for (name, value, added) in changed {
@@ -378,7 +327,7 @@ impl Cloud {
         if h.status == target {
             return;
         }
-        self.set_status(id, h.instance, target, me).await;
+        self.set_status(id, h.instance, target, me);
         if target == DOWN && h.policy == FailurePolicy::AutoInstantiate {
             Counters::add(&self.counters.respawns);
             // Not inline: the agent's result arrives through the inbox this runs on.
@@ -392,28 +341,49 @@ impl Cloud {
         }
     }
 
-    async fn set_status(&self, id: &str, instance: u64, status: &str, me: Incarnation) {
-        match self.registry.set_status((&self.settings.id, me.instance), id, instance, status).await {
-            Ok(true) => {
-                self.holdings.update(id, |h| h.status = status.into());
-                if status == DOWN || status == UNREACHABLE {
-                    Counters::add(&self.counters.down);
+    /// Records a status in memory now, and in the registry through the
+    /// status writer (which batches many into one commit).
+    fn set_status(&self, id: &str, instance: u64, status: &'static str, me: Incarnation) {
+        self.holdings.update(id, |h| h.status = status);
+        let _ = self.statuses.send(StatusChange { id: id.into(), instance, status, holder: me });
+    }
+
+    /// Writes queued status changes, many per transaction, in order; each
+    /// applied one is an event.
+    pub(crate) async fn write_statuses(&self, batch: Vec<StatusChange>) {
+        let Some(holder) = batch.first().map(|c| c.holder) else { return };
+        let (mine, stale): (Vec<_>, Vec<_>) = batch.into_iter().partition(|c| c.holder == holder);
+        let changes: Vec<(String, u64, &str)> = mine.iter().map(|c| (c.id.clone(), c.instance, c.status)).collect();
+        match self.registry.set_statuses((&self.settings.id, holder.instance), &changes).await {
+            Ok(applied) => {
+                for (c, ok) in mine.iter().zip(applied) {
+                    if !ok {
+                        Counters::add(&self.counters.fenced_writes);
+                        continue;
+                    }
+                    if c.status == DOWN || c.status == UNREACHABLE {
+                        Counters::add(&self.counters.down);
+                    }
+                    let value = Some(Value::String(c.status.into()));
+                    self.emit(EventKind::Replaced, &format!("resources/{}/status", c.id), value);
                 }
-                self.emit(EventKind::Replaced, &format!("resources/{id}/status"), Some(Value::String(status.into())));
             }
-            Ok(false) => Counters::add(&self.counters.fenced_writes),
             Err(e) => {
                 Counters::add(&self.counters.registry_errors);
-                tracing::warn!(error = %e, resource = id, "status not recorded");
+                tracing::warn!(error = %e, changes = changes.len(), "statuses not recorded");
             }
+        }
+        if !stale.is_empty() {
+            // Queued under an earlier incarnation: written in the next batch, under its own.
+            Box::pin(self.write_statuses(stale)).await;
         }
     }
 
     /// Each round: hold exactly what the registry assigns to this
     /// incarnation, and mark resources that stopped heartbeating.
     ///
-    /// Most rounds read only the rows changed since the last one (with a
-    /// lease of overlap); every [`FULL_SYNC_ROUNDS`] rounds, all of them.
+    /// Most rounds read only the rows changed since the last one (with two
+    /// heartbeats of overlap); every [`FULL_SYNC_ROUNDS`] rounds, all of them.
     pub async fn look_after_holdings(&self, me: Incarnation, now: i64) {
         let since = self.holdings.since(now, FULL_SYNC_ROUNDS);
         let mine = |r: &ResourceRow| {
@@ -422,7 +392,8 @@ impl Cloud {
         let synced = match since {
             None => self.registry.held_by(&self.settings.id, me.instance).await.map(|rows| self.holdings.sync(&rows)),
             Some(since) => {
-                let since = since - self.settings.lease().as_millis() as i64;
+                // A little overlap: a row committed late carries an earlier stamp.
+                let since = since - (2 * self.settings.heartbeat.as_millis() as i64).max(2000);
                 self.registry.changed_since(since).await.map(|rows| self.holdings.reconcile(&rows, mine))
             }
         };
@@ -440,7 +411,7 @@ impl Cloud {
                 FailurePolicy::AutoInstantiate => DOWN,
             };
             tracing::warn!(resource = %id, status, "resource stopped heartbeating");
-            self.set_status(&id, h.instance, status, me).await;
+            self.set_status(&id, h.instance, status, me);
         }
     }
 

@@ -1,5 +1,5 @@
 //! The member's own host, registered as a resource it holds: load and
-//! memory, read from `/proc` each round. It has no agent, so it cannot move:
+//! memory (sysinfo), read each round. It has no agent, so it cannot move:
 //! when its member dies the coordinator marks it `down`.
 
 use std::collections::BTreeMap;
@@ -26,16 +26,9 @@ impl Cloud {
     pub(crate) fn refresh_host(&self) {
         let id = self.host_id();
         let now = host_properties();
-        let changed = self.holdings.update(&id, |h| {
-            let changed: Vec<(String, Json)> = now
-                .iter()
-                .filter(|(k, v)| h.properties.get(*k) != Some(v))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            h.properties = now.clone();
-            changed
-        });
-        for (name, value) in changed.unwrap_or_default() {
+        let strings = &self.holdings.strings;
+        let changed = self.holdings.update(&id, |h| h.update_properties(true, now, strings));
+        for (name, value, _) in changed.unwrap_or_default() {
             let value = Value::from_json(&value, None).ok();
             self.emit(EventKind::Replaced, &format!("resources/{id}/properties/{name}"), value);
         }
@@ -44,18 +37,13 @@ impl Cloud {
 
 fn host_properties() -> BTreeMap<String, Json> {
     let mut props = BTreeMap::new();
-    if let Some(load) =
-        std::fs::read_to_string("/proc/loadavg").ok().and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
-    {
-        props.insert("load".into(), json!(load));
+    if let Ok(load) = sysinfo::System::load_average() {
+        props.insert("load".into(), json!(load.one));
     }
-    if let Ok(meminfo) = std::fs::read_to_string("/proc/meminfo") {
-        let field =
-            |name: &str| meminfo.lines().find(|l| l.starts_with(name))?.split_whitespace().nth(1)?.parse::<u64>().ok();
-        if let (Some(total), Some(available)) = (field("MemTotal:"), field("MemAvailable:")) {
-            props.insert("memory_total_kb".into(), json!(total));
-            props.insert("memory_available_kb".into(), json!(available));
-        }
+    if let Ok(mut system) = sysinfo::System::new() {
+        system.refresh_memory();
+        props.insert("memory_total_bytes".into(), json!(system.total_memory()));
+        props.insert("memory_available_bytes".into(), json!(system.available_memory()));
     }
     props
 }

@@ -15,6 +15,7 @@ pub mod cloud;
 pub mod config;
 mod coordinator;
 pub mod handler;
+mod held;
 mod holder;
 mod host;
 pub mod monitoring;

@@ -530,23 +530,28 @@ impl Registry {
         Ok(Some(row))
     }
 
-    /// A holder's write: only while the registry still says it holds that instance.
-    pub async fn set_status(&self, holder: (&str, u64), resource: &str, instance: u64, status: &str) -> Result<bool> {
+    /// Many holder writes of status in one transaction (one commit); for
+    /// each, whether it applied.
+    pub async fn set_statuses(&self, holder: (&str, u64), changes: &[(String, u64, &str)]) -> Result<Vec<bool>> {
         let mut tx = self.pool.begin().await?;
         let now = self.now(&mut tx).await?;
-        let done = sqlx::query(
-            "UPDATE dmtree_resources SET status = $1, updated = $2 WHERE id = $3 AND instance = $4 AND manager = $5 AND manager_instance = $6",
-        )
-        .bind(status)
-        .bind(now)
-        .bind(resource)
-        .bind(instance as i64)
-        .bind(holder.0)
-        .bind(holder.1 as i64)
-        .execute(&mut *tx)
-        .await?;
+        let mut applied = Vec::with_capacity(changes.len());
+        for (resource, instance, status) in changes {
+            let done = sqlx::query(
+                "UPDATE dmtree_resources SET status = $1, updated = $2 WHERE id = $3 AND instance = $4 AND manager = $5 AND manager_instance = $6",
+            )
+            .bind(*status)
+            .bind(now)
+            .bind(resource)
+            .bind(*instance as i64)
+            .bind(holder.0)
+            .bind(holder.1 as i64)
+            .execute(&mut *tx)
+            .await?;
+            applied.push(done.rows_affected() == 1);
+        }
         tx.commit().await?;
-        Ok(done.rows_affected() == 1)
+        Ok(applied)
     }
 
     /// Registers a resource that lives inside a manager (its own host).
