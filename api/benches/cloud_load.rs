@@ -86,6 +86,20 @@ async fn joined(server: &Server) {
         .expect("member joined");
 }
 
+/// Waits until a member has declared the cloud's queues on `vhost`: a
+/// message published to a queue that does not exist yet is dropped by the broker.
+async fn topology(vhost: &Vhost) {
+    let conn = Connection::connect(&vhost.url(), ConnectionProperties::default()).await.expect("amqp");
+    let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+    wait_for(Duration::from_secs(30), || async {
+        // A failed passive declare closes its channel: a new one each time.
+        let channel = conn.create_channel().await.ok()?;
+        channel.queue_declare("dmtree.manage_me".into(), passive, FieldTable::default()).await.ok().map(|_| ())
+    })
+    .await
+    .expect("the cloud's queues");
+}
+
 async fn failover(kills: usize) {
     let (vhost, registry) = (Vhost::new(), common::postgres_database().await);
     let ids = ["m1", "m2", "m3"];
@@ -213,6 +227,7 @@ async fn throughput() {
     let timings = "heartbeat_ms = 60000\nmissed = 100\ncapacity = 1000000\nlocal_host = false\n";
     let m = Server::start(&manager_config_with("bench", &registry, &vhost.url(), timings));
     joined(&m).await;
+    topology(&vhost).await;
     let (_conn, channel, reply) = generator(&vhost).await;
 
     // Manage Me: distinct resources, placed one by one through the registry.

@@ -23,13 +23,13 @@ pub struct AgentArgs {
     /// `require-user-input` or `auto-instantiate`.
     #[arg(long, default_value = "require-user-input", value_parser = policy)]
     pub policy: FailurePolicy,
-    /// A command the agent starts and supervises (run again on `respawn` and the `restart` action).
+    /// A command the agent starts and watches (run again on `respawn` and the `restart` action).
     #[arg(long)]
     pub spawn: Option<String>,
     /// NAME=PATH (a file) or NAME=sh:COMMAND; repeatable.
     #[arg(long = "property", value_parser = pair)]
     pub properties: Vec<(String, String)>,
-    /// NAME=COMMAND, run with `sh -c` and the exec data in `DMTREE_DATA`; repeatable.
+    /// NAME=COMMAND, run with `sh -c` and the exec data in `DMTREE_EXEC_DATA`; repeatable.
     #[arg(long = "action", value_parser = pair)]
     pub actions: Vec<(String, String)>,
     /// NAME=PATH: a property managers may set, written to the file; repeatable.

@@ -198,7 +198,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             server::serve(config).await
         }
         Command::Agent(args) => {
-            init_tracing("info", LogFormat::Text)?;
+            init_tracing(&std::env::var("DMTREE_LOG").unwrap_or_else(|_| "info".into()), LogFormat::Text)?;
             dmtree_api::agent_cli::run(args).await
         }
         Command::Get { uri, depth, props } => client()?.get(&parse_uri(uri)?, depth.as_deref(), *props).await,

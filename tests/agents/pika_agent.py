@@ -57,9 +57,11 @@ class Agent:
         self.channel.basic_publish("", queue, json.dumps(body).encode(), properties)
 
     def manage_me(self):
-        # No "type" field: the queue implies it. Persistent, expires after 60 s.
+        # No "type" field: the queue implies it. Persistent, no expiration. The
+        # instance held before (if any) lets the coordinator tell an older
+        # process that a newer one replaced it.
         body = {"resource": self.resource, "resource_type": self.resource_type, "nonce": self.nonce,
-                "reply_to": self.queue, "msg_id": self.next_id()}
+                "reply_to": self.queue, "msg_id": self.next_id(), "instance": self.instance}
         self.publish(MANAGE_ME_QUEUE, body, delivery_mode=2)
 
     def heartbeat(self):

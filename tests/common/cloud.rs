@@ -64,7 +64,7 @@ impl Agent {
     pub fn start(amqp: &str, id: &str, extra: &[&str]) -> Agent {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_dmtree"));
         cmd.args(["agent", "--id", id, "--amqp", amqp, "--retry-ms", "300", "--property", "load=/proc/loadavg"])
-            .args(["--action", "echo=echo \"$DMTREE_DATA\""])
+            .args(["--action", "echo=echo \"$DMTREE_EXEC_DATA\""])
             .args(extra)
             .env("DMTREE_LOG", "warn")
             .stdout(Stdio::null())

@@ -131,13 +131,22 @@ impl Agent {
 
     /// Runs until a newer instance of the resource makes this one shut down.
     pub async fn run(self: Arc<Self>) -> Exit {
+        let mut failures = 0u64;
         loop {
             match self.connect().await {
-                Ok(link) => match self.serve(&link).await {
-                    Ok(exit) => return exit,
-                    Err(e) => tracing::warn!(error = %e, "agent connection lost; reconnecting"),
-                },
-                Err(e) => tracing::debug!(error = %e, "cannot reach the broker; retrying"),
+                Ok(link) => {
+                    failures = 0;
+                    match self.serve(&link).await {
+                        Ok(exit) => return exit,
+                        Err(e) => tracing::warn!(error = %e, "agent connection lost; reconnecting"),
+                    }
+                }
+                // Said once per outage (and now and then), not every retry.
+                Err(e) if failures.is_multiple_of(120) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, "cannot reach the broker; retrying every 0.5 s");
+                }
+                Err(_) => failures += 1,
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }

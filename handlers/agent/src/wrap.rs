@@ -45,6 +45,22 @@ pub struct Wrapped {
     restarts: std::sync::atomic::AtomicU64,
 }
 
+/// The supervised process dies with its agent, even a `kill -9`ed one (Linux).
+fn die_with_agent(command: &mut Command) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = command;
+}
+
 /// How long a property command or an action may run.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -62,7 +78,7 @@ async fn shell(cmd: &str, data: Option<&Json>) -> Result<std::process::Output, S
     let mut command = Command::new("sh");
     command.arg("-c").arg(cmd).stdin(Stdio::null()).kill_on_drop(true);
     if let Some(data) = data {
-        command.env("DMTREE_DATA", data.to_string());
+        command.env("DMTREE_EXEC_DATA", data.to_string());
     }
     match tokio::time::timeout(COMMAND_TIMEOUT, command.output()).await {
         Ok(Ok(out)) => Ok(out),
@@ -88,13 +104,10 @@ impl Wrapped {
         if let Some(mut old) = slot.take() {
             let _ = old.kill().await;
         }
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg(format!("exec {cmd}"))
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("cannot spawn {cmd:?}: {e}"))?;
+        let mut command = Command::new("sh");
+        command.arg("-c").arg(format!("exec {cmd}")).stdin(Stdio::null()).kill_on_drop(true);
+        die_with_agent(&mut command);
+        let child = command.spawn().map_err(|e| format!("cannot spawn {cmd:?}: {e}"))?;
         let pid = child.id();
         *slot = Some(child);
         Ok(pid)

@@ -229,17 +229,24 @@ async fn status_writer(
 }
 
 async fn bus_loop(cloud: std::sync::Weak<Cloud>) {
+    let mut failures = 0u64;
     loop {
         let Some(c) = cloud.upgrade() else { return };
         let Some(bus) = c.bus.as_ref() else { return };
         match bus.connect().await {
             Ok(link) => {
+                failures = 0;
                 tracing::info!(member = %c.settings.id, "connected to the broker");
                 let role = c.role.subscribe();
                 drop(c);
                 serve_link(&cloud, link, role).await;
             }
-            Err(e) => tracing::debug!(error = %e, "broker unreachable"),
+            // Said once per outage (and now and then), not every retry.
+            Err(e) if failures.is_multiple_of(120) => {
+                failures += 1;
+                tracing::warn!(error = %e, "the broker is unreachable; retrying every 0.5 s");
+            }
+            Err(_) => failures += 1,
         }
         if let Some(c) = cloud.upgrade()
             && let Some(bus) = &c.bus
@@ -300,6 +307,8 @@ async fn serve_link(cloud: &std::sync::Weak<Cloud>, mut link: Link, mut role: wa
 pub enum Settle {
     Ack,
     Reject(Dropped),
+    /// Rejected, already counted (a batch whose every item was dropped).
+    Discard,
     Requeue,
 }
 
@@ -311,6 +320,7 @@ impl Cloud {
                 self.counters.drop(why);
                 d.acker.reject(BasicRejectOptions { requeue: false }).await
             }
+            Settle::Discard => d.acker.reject(BasicRejectOptions { requeue: false }).await,
             Settle::Requeue => d.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await,
         };
         if let Err(e) = done {

@@ -174,18 +174,16 @@ impl Cloud {
         match msg {
             ToManager::Heartbeat(hb) => self.heartbeat(&user, hb).await,
             ToManager::Heartbeats { items } => {
-                let mut last = Settle::Ack;
+                // Each item is counted on its own; the message is dead-lettered
+                // only when none was taken.
                 let mut any = false;
                 for hb in items {
                     match self.heartbeat(&user, hb).await {
-                        Settle::Reject(why) => {
-                            self.counters.drop(why);
-                            last = Settle::Reject(why);
-                        }
+                        Settle::Reject(why) => self.counters.drop(why),
                         _ => any = true,
                     }
                 }
-                if any { Settle::Ack } else { last }
+                if any { Settle::Ack } else { Settle::Discard }
             }
             ToManager::Result(result) => self.result(&user, result),
             request @ (ToManager::Detail { .. } | ToManager::Forward { .. }) => {
