@@ -115,10 +115,11 @@ impl Session {
 }
 
 /// One connection's worth of agent: its channel and private queue.
+#[derive(Clone)]
 struct Link {
     channel: Channel,
     queue: String,
-    _connection: Connection,
+    _connection: Arc<Connection>,
 }
 
 impl Agent {
@@ -159,10 +160,10 @@ impl Agent {
         let channel = connection.create_channel().await?;
         let private = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
         let queue = channel.queue_declare("".into(), private, FieldTable::default()).await?;
-        Ok(Link { queue: queue.name().to_string(), channel, _connection: connection })
+        Ok(Link { queue: queue.name().to_string(), channel, _connection: Arc::new(connection) })
     }
 
-    async fn serve(&self, link: &Link) -> lapin::Result<Exit> {
+    async fn serve(self: &Arc<Self>, link: &Link) -> lapin::Result<Exit> {
         let no_ack = BasicConsumeOptions { no_ack: true, ..Default::default() };
         let mut inbox =
             link.channel.basic_consume(link.queue.as_str().into(), "".into(), no_ack, FieldTable::default()).await?;
@@ -257,7 +258,7 @@ impl Agent {
         self.publish(link, &a.manager_queue, &ToManager::Heartbeat(hb), self.props(link)).await
     }
 
-    async fn receive(&self, link: &Link, body: &[u8]) -> lapin::Result<Option<Exit>> {
+    async fn receive(self: &Arc<Self>, link: &Link, body: &[u8]) -> lapin::Result<Option<Exit>> {
         let Ok(msg) = serde_json::from_slice::<ToAgent>(body) else {
             self.stats.dropped_malformed.fetch_add(1, Relaxed);
             return Ok(None);
@@ -283,7 +284,13 @@ impl Agent {
                     self.stats.commands.fetch_add(1, Relaxed);
                     let id = s.next_id();
                     drop(s);
-                    self.command(link, fence, command_id, operation, id).await?;
+                    // On its own task: a long action must not stop heartbeats.
+                    let (agent, link) = (self.clone(), link.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = agent.command(&link, fence, command_id, operation, id).await {
+                            tracing::warn!(error = %e, "command result not sent");
+                        }
+                    });
                     return Ok(None);
                 }
                 accepted
