@@ -106,6 +106,11 @@ impl Cloud {
         self.renewed.lock().is_some_and(|t| t.elapsed() < self.settings.lease())
     }
 
+    /// Whether a subscription reaches into `./managers`.
+    pub fn watched(&self) -> bool {
+        self.sink.read().as_ref().is_some_and(|sink| sink.watched())
+    }
+
     pub fn emit(&self, kind: EventKind, path: &str, value: Option<Value>) {
         if let Some(sink) = self.sink.read().as_ref() {
             sink.emit(kind, &Uri::from_key(path.replace('/', "\0")), value.as_ref());

@@ -28,9 +28,14 @@ impl Cloud {
         let now = host_properties();
         let strings = &self.holdings.strings;
         let changed = self.holdings.update(&id, |h| h.update_properties(true, now, strings));
+        // Observed figures, like the infrastructure handler's: reported only
+        // while someone subscribes, so an idle server does not fill its journal.
+        if !self.watched() {
+            return;
+        }
         for (name, value, _) in changed.unwrap_or_default() {
             let value = Value::from_json(&value, None).ok();
-            self.emit(EventKind::Replaced, &format!("resources/{id}/properties/{name}"), value);
+            self.emit(EventKind::Monitoring, &format!("resources/{id}/properties/{name}"), value);
         }
     }
 }
