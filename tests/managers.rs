@@ -343,3 +343,34 @@ fn an_invalid_managers_section_is_refused_at_start() {
         assert!(stderr.contains(expected), "{section}: {stderr}");
     }
 }
+
+/// The ACL invariant on `./managers`: a resource readable by admin only
+/// sends its events to admin only, live and on replay, while the rest of
+/// `./managers` stays public.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protected_resource_leaks_nothing_through_events() {
+    let _serial = SERIAL.lock().await;
+    let server = Server::start(&config_with("[infrastructure]\nlocalhost = false\n"));
+    let (admin, alice) = (server.as_admin(), server.as_alice());
+    let host = "./managers/resources/local.host";
+    eventually("the host is registered", SLOW, || async {
+        (leaf(&server, "resources/local.host/status").await == "up").then_some(())
+    })
+    .await;
+    let acl = admin.put("/tree/managers/resources/local.host", json!({"acl": "Get=admin"})).await;
+    assert_eq!(acl.status, 200, "{:?}", acl.body);
+    assert_eq!(alice.get("/tree/managers/resources/local.host/properties/load").await.status, 403);
+
+    let mut watched_by_admin = admin.events("?uri=./managers/**", None).await;
+    let mut watched_by_alice = alice.events("?uri=./managers/**", None).await;
+    let mut seen = 0;
+    while seen < 2 {
+        let event = watched_by_admin.next_json().await;
+        seen += event["uri"].as_str().is_some_and(|u| u.starts_with(host)) as usize;
+    }
+    let live = watched_by_alice.drain(Duration::from_secs(2)).await;
+    assert!(live.iter().all(|e| !e["uri"].as_str().unwrap_or_default().starts_with(host)), "{live:?}");
+    let replay = alice.events("?uri=./managers/**&since=0", None).await.drain(Duration::from_secs(2)).await;
+    assert!(replay.iter().any(|e| e["uri"] == "./managers/coordinator/term"), "the stream works: {replay:?}");
+    assert!(replay.iter().all(|e| !e["uri"].as_str().unwrap_or_default().starts_with(host)), "{replay:?}");
+}

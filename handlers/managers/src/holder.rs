@@ -87,19 +87,11 @@ impl Holdings {
         self.map.lock().len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     pub fn update<T>(&self, id: &str, f: impl FnOnce(&mut Held) -> T) -> Option<T> {
         self.map.lock().get_mut(id).map(f)
     }
 
-    pub(crate) fn adopt_row(&self, row: &ResourceRow) {
-        self.adopt(row)
-    }
-
-    fn adopt(&self, row: &ResourceRow) {
+    pub(crate) fn adopt(&self, row: &ResourceRow) {
         let mut map = self.map.lock();
         match map.get_mut(&row.id) {
             Some(h) if h.instance == row.instance => h.term = h.term.max(row.term),

@@ -18,7 +18,7 @@ impl Cloud {
     pub(crate) async fn pin_host(&self, me: Incarnation) -> Result<(), RegistryError> {
         let id = self.host_id();
         let row = self.registry.pin((&self.settings.id, me.instance), &id, "host", &self.settings.endpoint).await?;
-        self.holdings.adopt_row(&row);
+        self.holdings.adopt(&row);
         self.refresh_host();
         Ok(())
     }
