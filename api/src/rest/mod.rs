@@ -5,6 +5,7 @@ pub mod federation;
 pub mod ops;
 pub mod sessions;
 pub mod tree;
+pub mod ui;
 
 use std::any::Any;
 use std::time::Instant;
@@ -37,6 +38,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.yaml", get(ops::openapi))
+        .route("/", get(ui::root))
+        .merge(ui_routes())
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), crate::federation::via::federated))
@@ -45,6 +48,15 @@ pub fn router(state: AppState) -> Router {
         .layer(RequestBodyTimeoutLayer::new(state.config.http.body_timeout()))
         .layer(CatchPanicLayer::custom(panic_response))
         .with_state(state)
+}
+
+/// The UI's assets, compressed (the REST API is left alone: SSE must not buffer).
+fn ui_routes() -> Router<AppState> {
+    Router::new()
+        .route("/ui", get(|| async { axum::response::Redirect::permanent("/ui/") }))
+        .route("/ui/", get(ui::index))
+        .route("/ui/{*path}", get(ui::file))
+        .layer(tower_http::compression::CompressionLayer::new())
 }
 
 /// Counts and times every request, and logs it at debug level (cheaper than a span per request).
