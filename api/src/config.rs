@@ -35,6 +35,28 @@ pub struct ServerConfig {
     pub tls: crate::listener::TlsConfig,
     /// The manager role: `./managers` and the cloud it belongs to.
     pub managers: dmtree_managers::ManagersConfig,
+    /// The rule layer: `./rules`.
+    pub rules: RulesConfig,
+}
+
+/// `[rules]`; rules themselves as `[[rules.rule]]` tables (`name` plus the rule's fields).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RulesConfig {
+    pub enabled: bool,
+    /// Default: the managers' registry when it is PostgreSQL (a cloud shares its rules), else `<data>/rules.db`.
+    pub database: Option<String>,
+    /// How often rules are evaluated (seed 000 used 2 minutes).
+    pub epoch: String,
+    /// Evaluation time per rule per epoch before the rule is suspended.
+    pub budget: String,
+    pub rule: Vec<toml::Table>,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        Self { enabled: true, database: None, epoch: "30s".into(), budget: "1s".into(), rule: Vec::new() }
+    }
 }
 
 impl Default for ServerConfig {
@@ -56,6 +78,7 @@ impl Default for ServerConfig {
             http: Default::default(),
             tls: Default::default(),
             managers: Default::default(),
+            rules: Default::default(),
         }
     }
 }
@@ -266,6 +289,8 @@ pub enum ConfigError {
     Listener(String),
     #[error(transparent)]
     Managers(#[from] dmtree_managers::ConfigError),
+    #[error("rules: {0}")]
+    Rules(String),
 }
 
 impl ServerConfig {
@@ -323,7 +348,50 @@ impl ServerConfig {
             return Err(ConfigError::Listener("[tls] needs both cert and key".into()));
         }
         self.managers_settings()?;
+        self.rules_settings()?;
+        self.initial_rules()?;
         Ok(())
+    }
+
+    /// `[rules]`, checked.
+    pub fn rules_settings(&self) -> Result<dmtree_rules::Settings, ConfigError> {
+        let r = &self.rules;
+        let duration = |field: &str, text: &str| {
+            dmtree_rules::rule::parse_duration(text).map_err(|e| ConfigError::Rules(format!("{field}: {e}")))
+        };
+        let shared = self.managers.registry.as_deref().filter(|u| u.starts_with("postgres"));
+        let database = r
+            .database
+            .clone()
+            .or_else(|| shared.map(str::to_owned))
+            .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", self.data_dir.join("rules.db").display()));
+        Ok(dmtree_rules::Settings {
+            shared: !database.starts_with("sqlite:"),
+            database,
+            epoch: duration("epoch", &r.epoch)?,
+            budget: duration("budget", &r.budget)?,
+            member: self.managers.id.clone(),
+        })
+    }
+
+    /// The `[[rules.rule]]` tables, each checked as a rule: (name, definition).
+    pub fn initial_rules(&self) -> Result<Vec<(String, dmtree_rules::rule::RuleSpec)>, ConfigError> {
+        self.rules
+            .rule
+            .iter()
+            .map(|t| {
+                let mut t = t.clone();
+                let name = match t.remove("name") {
+                    Some(toml::Value::String(n)) => n,
+                    _ => return Err(ConfigError::Rules("every [[rules.rule]] needs a name".into())),
+                };
+                let spec: dmtree_rules::rule::RuleSpec =
+                    toml::Value::Table(t).try_into().map_err(|e| ConfigError::Rules(format!("{name}: {e}")))?;
+                dmtree_rules::rule::Rule::compile(&name, "admin", spec.clone())
+                    .map_err(|e| ConfigError::Rules(format!("{name}: {e}")))?;
+                Ok((name, spec))
+            })
+            .collect()
     }
 
     /// `[managers]`, checked, with defaults drawn from the rest of the file.

@@ -90,7 +90,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         C::LimitExceeded | C::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         C::UriTooLong => StatusCode::URI_TOO_LONG,
         // Asking a handler for what it cannot do is the caller's mistake, not a server fault.
-        C::MetadataMismatch | C::FeatureNotSupported => StatusCode::UNPROCESSABLE_ENTITY,
+        C::MetadataMismatch | C::FeatureNotSupported | C::InvalidRule => StatusCode::UNPROCESSABLE_ENTITY,
         C::TooManyStreams => StatusCode::TOO_MANY_REQUESTS,
         C::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
         C::RemoteError => StatusCode::BAD_GATEWAY,

@@ -100,6 +100,9 @@ pub async fn build(config: ServerConfig) -> anyhow::Result<AppState> {
             Arc::new(dmtree_managers::ManagersHandler::new(cloud)),
         )?;
     }
+    if config.rules.enabled {
+        mount_rules(&tree, &config).await?;
+    }
     let metrics = Arc::new(Metrics::default());
     let (started, started_at) = (Instant::now(), chrono::Utc::now());
     system::mount(&tree, tokens.clone(), metrics.clone(), started, started_at, federation.local.instance.clone())
@@ -115,6 +118,19 @@ pub async fn build(config: ServerConfig) -> anyhow::Result<AppState> {
         shutdown: tokio::sync::watch::channel(false).0,
         streams: Arc::default(),
     }))
+}
+
+/// `./rules`: admin-only until the operator grants more (a rule's state derives from what its owner reads).
+async fn mount_rules(tree: &Arc<Tree>, config: &ServerConfig) -> anyhow::Result<()> {
+    let (engine, _task) = dmtree_rules::start(tree.clone(), config.rules_settings()?).await?;
+    let admin = dmtree_core::Principal::named(dmtree_core::ADMIN);
+    for (name, spec) in config.initial_rules()? {
+        engine.put(&name, &admin, spec).await.with_context(|| format!("rule {name} from the configuration"))?;
+    }
+    let at = Uri::root().join_name("rules");
+    tree.mount("rules", at.clone(), Arc::new(dmtree_rules::RulesHandler::new(engine)))?;
+    crate::provision::protect_config(tree, &at).await?;
+    Ok(())
 }
 
 fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {

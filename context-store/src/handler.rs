@@ -68,6 +68,7 @@ fn place<'a>(segs: &'a [&'a str]) -> Option<Place<'a>> {
         ["monitoring", rest @ ..] => Place::Monitoring(rest),
         ["ingest"] => Place::Exec("ingest"),
         ["query"] => Place::Exec("query"),
+        ["history"] => Place::Exec("history"),
         ["aggregates", rest @ ..] => Place::Aggregates(rest),
         ["sla", rest @ ..] => Place::Sla(rest),
         _ => return None,
@@ -95,7 +96,7 @@ impl ContextStoreHandler {
         let not_found = || DmtError::not_found(path);
         match place(&segs).ok_or_else(not_found)? {
             Place::Root => Ok(Answer::interior(
-                ["aggregates", "config", "ingest", "monitoring", "query", "sla"].map(String::from).to_vec(),
+                ["aggregates", "config", "history", "ingest", "monitoring", "query", "sla"].map(String::from).to_vec(),
             )),
             Place::Config([section, name]) => {
                 let body = self.store.config_json()[*section][*name].clone();
@@ -117,6 +118,7 @@ impl ContextStoreHandler {
             }
             Place::Exec(which) => Ok(Answer::leaf(Value::string(match which {
                 "ingest" => "exec with a batch of events: [{sender, type, payload, id?, timestamp?}]",
+                "history" => "exec with {uri, from?, to?, limit?}: the leaf's recorded values",
                 _ => "exec with {type, from?, to?, sender?, limit?, cursor?}",
             }))),
             Place::Aggregates(rest) => self.aggregates(principal, path, rest).await,
@@ -306,7 +308,9 @@ impl DataHandler for ContextStoreHandler {
                     Operation::Delete,
                 ])
             },
-            ["ingest"] | ["query"] => Meta::read_only().with_operations(&[Operation::Get, Operation::Exec]),
+            ["ingest"] | ["query"] | ["history"] => {
+                Meta::read_only().with_operations(&[Operation::Get, Operation::Exec])
+            }
             _ => Meta::read_only(),
         })
     }
@@ -355,7 +359,19 @@ impl DataHandler for ContextStoreHandler {
                 })?;
                 Ok(json!({ "events": page.events, "cursor": page.cursor }))
             }
-            _ => Err(DmtError::not_allowed(path, "only ingest and query execute")),
+            "history" => {
+                let r: crate::history::Request = serde_json::from_value(data)
+                    .map_err(|e| DmtError::invalid_data(path, format!("invalid history request: {e}")))?;
+                let tree = self.store.tree().ok_or_else(|| DmtError::store(path, "the tree has shut down"))?;
+                let uri = Uri::parse(&r.uri, tree.limits()).map_err(|e| DmtError::invalid_data(path, e.to_string()))?;
+                // A leaf's past is as private as the leaf.
+                if !tree.effective_acl(&uri).permits(cx.principal, Permission::Get) {
+                    return Err(DmtError::denied(&uri, cx.principal, Permission::Get));
+                }
+                let points = crate::history::points(&self.store, &r).await.map_err(|e| DmtError::store(path, e))?;
+                Ok(json!({ "uri": r.uri, "points": points }))
+            }
+            _ => Err(DmtError::not_allowed(path, "only ingest, query and history execute")),
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod db;
 pub mod event;
 pub mod feed;
 pub mod handler;
+pub mod history;
 pub mod ingest;
 pub mod processor;
 pub mod propagate;

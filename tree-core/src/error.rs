@@ -58,6 +58,7 @@ codes! {
     UriTooLong => "uri_too_long",
     MetadataMismatch => "metadata_mismatch",
     FeatureNotSupported => "feature_not_supported",
+    InvalidRule => "invalid_rule",
     TooManyStreams => "too_many_streams",
     InternalError => "internal_error",
     RemoteError => "remote_error",
@@ -170,6 +171,11 @@ impl DmtError {
             }
             MetaViolation::Mismatch(reason) => Self::new(ErrorCode::MetadataMismatch, uri.to_string(), reason),
         }
+    }
+
+    /// A rule that does not compile or check: names the field and the position.
+    pub fn invalid_rule(uri: &Uri, reason: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidRule, uri.to_string(), reason)
     }
 
     pub fn concurrent(uri: &Uri, reason: impl Into<String>) -> Self {

@@ -69,6 +69,12 @@ pub enum MetaViolation {
 }
 
 impl Meta {
+    /// A handler's node that is interior when read but is written as one
+    /// value (a rule: its definition in, its state as children out).
+    pub fn takes_value(&self) -> bool {
+        self.kind.is_none() && !self.formats.is_empty() && self.operations.contains(&Operation::Replace)
+    }
+
     /// Everything allowed: the config store's default.
     pub fn permissive() -> Self {
         Self {

@@ -18,10 +18,8 @@ struct Assets;
 
 /// `/`: browsers go to the UI; API clients keep the JSON 404 they had.
 pub async fn root(headers: HeaderMap) -> Response {
-    let wants_html = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|accept| accept.contains("text/html"));
+    let wants_html =
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|accept| accept.contains("text/html"));
     if wants_html { Redirect::to("/ui/").into_response() } else { ApiError::RouteNotFound.into_response() }
 }
 

@@ -177,10 +177,13 @@ impl Registry {
             Dialect::Postgres => AnyPoolOptions::new().max_connections(8),
         };
         let pool = options.acquire_timeout(std::time::Duration::from_secs(5)).connect(url).await?;
-        match dialect {
-            Dialect::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
-            Dialect::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
-        }
+        let mut migrator = match dialect {
+            Dialect::Postgres => sqlx::migrate!("./migrations/postgres"),
+            Dialect::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+        };
+        // The rule layer keeps its tables in the same registry, with its own migrations.
+        migrator.set_ignore_missing(true);
+        migrator.run(&pool).await?;
         Ok(Self { pool, dialect })
     }
 

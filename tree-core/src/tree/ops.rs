@@ -46,6 +46,11 @@ impl Tree {
             let created = existing.is_none();
             match (write.content, existing.as_ref().map(|n| n.kind)) {
                 (Some(Content::Leaf(v)), Some(NodeKind::Leaf)) => self.replace_value(tx, uri, v).await?,
+                (Some(Content::Leaf(v)), Some(NodeKind::Interior))
+                    if self.meta(&tx.principal, Some(tx.id), uri).await?.2.takes_value() =>
+                {
+                    self.replace_value(tx, uri, v).await?
+                }
                 (Some(Content::Leaf(_)), Some(NodeKind::Interior)) => {
                     return Err(DmtError::not_allowed(
                         uri,
