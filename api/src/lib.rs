@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod provision;
 pub mod rest;
+pub mod rules_cli;
 pub mod server;
 pub mod state;
 pub mod system;

@@ -118,8 +118,19 @@ enum Command {
     /// Record ContextEvents to JSON Lines, or play them back.
     #[command(subcommand)]
     Context(ContextCommand),
+    /// Apply rules from a file, or explain one (a dry run of the next epoch).
+    #[command(subcommand)]
+    Rules(RulesCommand),
     /// Print the OpenAPI contract (the committed `openapi.yaml`).
     Openapi,
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Write every rule in a YAML, TOML or JSON file (all are checked first; none is sent if one is bad).
+    Apply { file: std::path::PathBuf },
+    /// For each binding: the values read, the condition, the counters, and what would fire or why not.
+    Explain { name: String },
 }
 
 #[derive(Subcommand)]
@@ -217,6 +228,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Mount { .. } => client()?.mount(serde_json::to_value(mount(&cli.command)?)?).await,
         Command::Unmount { mount } => client()?.unmount(mount).await,
         Command::Context(command) => context(command, &client()?).await,
+        Command::Rules(RulesCommand::Apply { file }) => dmtree_api::rules_cli::apply(&client()?, file).await,
+        Command::Rules(RulesCommand::Explain { name }) => {
+            dmtree_api::rules_cli::explain(&client()?, name, cli.client.json).await
+        }
         Command::Token(command) => token(command, client).await,
         Command::Openapi => {
             print!("{}", openapi::yaml());

@@ -162,7 +162,7 @@ export function render(box, { params }) {
     rows.sort((a, b) => Number(b.violating) - Number(a.violating) || collator.compare(a.name + a.key, b.name + b.key));
     const shown = state.all ? rows : rows.filter((r) => r.violating);
     const count = rows.filter((r) => r.violating).length;
-    slaBox.replaceChildren(
+    slaBox.replaceChildren(...[
       el('p', { class: 'muted' }, `${count} violation${count === 1 ? '' : 's'} now, ${rows.length} key${rows.length === 1 ? '' : 's'} watched.`),
       shown.length ? el('table', { id: 'sla-table' },
         el('thead', null, el('tr', null, el('th', null, 'Handler'), el('th', null, 'Key'), el('th', null, 'State'), el('th', null, 'Breach since'), el('th', { class: 'num' }, 'Last value'))),
@@ -170,8 +170,7 @@ export function render(box, { params }) {
           el('td', null, r.name), el('td', null, el('a', { href: href(r.segs) }, r.key)),
           el('td', null, el('span', { class: `badge ${r.violating ? 'bad' : 'ok'}` }, r.violating ? 'violating' : 'ok')),
           el('td', null, fmtTime(r.since)), el('td', { class: 'num' }, r.last == null ? '' : fmtNumber(r.last)))))) : null,
-      token() ? null : el('p', { class: 'muted' }, 'Past violation events are in the store: query them with a token (type <handler>.violation).'));
-    if (token() && Object.values(handlers).some((h) => h.kind === 'threshold')) slaBox.append(await violationEvents(handlers, state.range));
+    ].filter(Boolean));
   }
 
   async function loadMonitoring() {
@@ -189,7 +188,7 @@ export function render(box, { params }) {
 
   aggSel.addEventListener('change', () => { state.agg = aggSel.value; keep(); loadAggregate(); });
   metricSel.addEventListener('change', () => { state.metric = metricSel.value; keep(); loadAggregate(); });
-  rangeSel.addEventListener('change', () => { state.range = rangeSel.value; keep(); loadAggregate(); loadSla(); });
+  rangeSel.addEventListener('change', () => { state.range = rangeSel.value; keep(); loadAggregate(); });
   slaAll.addEventListener('change', () => { state.all = slaAll.checked; keep(); loadSla(); });
 
   const refreshAgg = throttle(() => !disposed && loadAggregate().catch(() => {}), 1000);
@@ -255,29 +254,6 @@ function flatten(n, path, out) {
   else for (const [k, c] of Object.entries(n.children || {})) flatten(c, path ? `${path}/${k}` : k, out);
 }
 
-async function violationEvents(handlers, range) {
-  const span = rangeSeconds(range);
-  const from = new Date(span ? Date.now() - span * 1000 : 0).toISOString();
-  const rows = [];
-  for (const [name, h] of Object.entries(handlers)) {
-    if (h.kind !== 'threshold') continue;
-    for (const type of [`${name}.violation`, `${name}.recovery`]) {
-      try {
-        const { data } = await execNode(['contextstore', 'query'], { type, from, limit: 100 });
-        for (const e of (data.result && data.result.events) || []) rows.push({ type, e });
-      } catch (e) {
-        return errorBox(e);
-      }
-    }
-  }
-  rows.sort((a, b) => String(b.e.timestamp).localeCompare(String(a.e.timestamp)));
-  return el('details', { open: rows.length > 0 && rows.length <= 20 }, el('summary', null, `Violation and recovery events in range (${rows.length})`),
-    el('table', null, el('tbody', null, rows.slice(0, 100).map(({ type, e }) => el('tr', null,
-      el('td', null, fmtTime(e.timestamp)), el('td', null, type),
-      el('td', { class: 'v' }, JSON.stringify((e.payload && e.payload.key) || {})),
-      el('td', { class: 'num' }, e.payload && e.payload.value != null ? fmtNumber(e.payload.value) : ''))))));
-}
-
 // --- A leaf's recorded history ---------------------------------------------
 
 /** `*` is one segment, a final `**` the rest (as the server's patterns). */
@@ -328,8 +304,11 @@ export async function historyCard(node) {
         }
       }
     } catch (e) {
-      body.replaceChildren(errorBox(e));
-      return;
+      // A type no event was ever stored under is an empty history, not a failure.
+      if (!(e.code === 'invalid_data' && /ever stored/.test(e.message))) {
+        body.replaceChildren(errorBox(e));
+        return;
+      }
     }
     points.sort((a, b) => String(a.timestamp).localeCompare(String(b.timestamp)));
     if (chart) chart.destroy();

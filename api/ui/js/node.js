@@ -138,14 +138,14 @@ export class NodePane {
     const box = this.head && this.head.querySelector('#node-badges');
     if (!n || !box) return;
     const p = n.props || {};
-    box.replaceChildren(
+    box.replaceChildren(...[
       el('span', { class: 'badge info' }, n.kind || '?'),
       n.kind === 'leaf' ? el('span', { class: 'badge' }, `format ${n.format}`) : null,
       ' ',
       el('span', { class: 'badge', id: 'node-version', title: 'The version is the ETag; writes send it as If-Match' }, `version ${p.version ?? '?'} · ETag "${p.version ?? '?'}"`),
       n.stale ? el('span', { class: 'badge warn' }, `stale ${n.stale.age_ms} ms`) : null,
       n.deleted ? el('span', { class: 'badge bad' }, 'deleted') : null,
-    );
+    ].filter(Boolean));
   }
 
   valueCard(node) {
@@ -242,22 +242,27 @@ export class NodePane {
       from.append(el('span', { class: 'badge' }, 'inherited'), ' …');
       aclOrigin(n).then((o) => {
         from.replaceChildren(el('span', { class: 'badge' }, 'inherited'), ' from ',
-          o.segs ? el('a', { href: href(o.segs) }, uriOf(o.segs)) : el('span', { class: 'muted' }, o.text));
+          o.segs ? el('a', { href: href(o.segs) }, o.segs.length ? uriOf(o.segs) : '. (root)') : el('span', { class: 'muted' }, o.text));
       }).catch(() => from.replaceChildren(el('span', { class: 'badge' }, 'inherited')));
     }
     const table = el('table', { class: 'acl' }, el('tbody', null, ['Add', 'Delete', 'Exec', 'Get', 'Replace'].map((cmd) =>
       el('tr', null, el('th', { scope: 'row' }, cmd), el('td', null, (eff[cmd] || []).length
         ? eff[cmd].map((who) => el('span', { class: 'p' }, who === '*' ? '* (anyone)' : who))
         : el('span', { class: 'muted' }, 'nobody'))))));
-    const editBox = el('div');
-    const editBtn = el('button', { type: 'button', id: 'acl-edit-btn', class: 'small' }, 'Edit ACL');
-    editBtn.addEventListener('click', () => {
-      editBtn.hidden = true;
-      editBox.replaceChildren(aclEditor(n, { onClose: () => { editBox.replaceChildren(); editBtn.hidden = false; } }));
-    });
+    // The editor outlives a redraw of the card (a save reloads the properties).
+    if (!this.aclEdit || this.aclEdit.node !== n) {
+      const box = el('div');
+      const btn = el('button', { type: 'button', id: 'acl-edit-btn', class: 'small' }, 'Edit ACL');
+      btn.addEventListener('click', () => {
+        btn.hidden = true;
+        box.replaceChildren(aclEditor(n, { onClose: () => { box.replaceChildren(); btn.hidden = false; } }));
+      });
+      this.aclEdit = { node: n, box, btn };
+    }
+    const { box: editBox, btn: editBtn } = this.aclEdit;
     this.aclBox.replaceChildren(el('section', { class: 'card', id: 'acl-card' },
       el('h2', null, 'ACL', el('span', { class: 'spacer' }), canTry(n, 'Replace') ? editBtn : null),
-      from, table, el('div', { class: 'muted mono', title: 'effective ACL' }, p.effective_acl || ''), editBox));
+      from, table, el('div', { class: 'muted mono acl-eff', title: 'The effective ACL' }, p.effective_acl || ''), editBox));
   }
 
   actionsCard(node) {

@@ -204,7 +204,7 @@ function explainTable(r) {
         el('td', null, b.condition == null ? el('span', { class: 'muted' }, 'n/a') : el('span', { class: `badge ${b.condition ? 'ok' : ''}` }, String(b.condition))),
         el('td', { class: 'v' }, compact(b.counters)),
         el('td', null, el('span', { class: `badge ${b.would_fire ? 'bad' : ''}` }, b.would_fire ? 'yes' : 'no')),
-        el('td', null, b.why_not ?? '')))))),
+        el('td', null, b.why_not ?? ''))))),
     el('details', null, el('summary', null, 'Raw answer'), el('pre', { class: 'value-big' }, JSON.stringify(r, null, 2))));
 }
 

@@ -50,6 +50,8 @@ export class TreePane {
     }
     const target = model.get(segs);
     this.selected = target ? target.uri : '.';
+    // Opening an interior node shows its children here too (loaded with the node).
+    if (target && target.kind !== 'leaf' && target.readable && !this.expanded.has(target.uri)) this.toggle(target, true);
     this.reflatten();
     const idx = this.rows.findIndex((r) => r.node && r.node.uri === this.selected);
     if (idx >= 0) {

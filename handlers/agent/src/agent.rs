@@ -90,6 +90,7 @@ pub struct Agent {
     config: AgentConfig,
     user: String,
     resource: Arc<dyn Resource>,
+    once: crate::once::Once,
     nonce: String,
     pub stats: Arc<AgentStats>,
     state: Mutex<Session>,
@@ -127,7 +128,15 @@ impl Agent {
         let uri: lapin::uri::AMQPUri = config.amqp.parse().map_err(AgentError::Url)?;
         let user = uri.authority.userinfo.username.clone();
         let nonce = format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
-        Ok(Self { config, user, resource, nonce, stats: Arc::default(), state: Mutex::new(Session::default()) })
+        Ok(Self {
+            config,
+            user,
+            resource,
+            once: Default::default(),
+            nonce,
+            stats: Arc::default(),
+            state: Mutex::new(Session::default()),
+        })
     }
 
     /// Runs until a newer instance of the resource makes this one shut down.
@@ -326,7 +335,9 @@ impl Agent {
         msg_id: u64,
     ) -> lapin::Result<()> {
         let outcome = match &op {
-            Operation::Exec { action, data } => self.resource.exec(action, data).await,
+            Operation::Exec { action, data } => {
+                self.once.run(crate::once::action_id(data), self.resource.exec(action, data)).await
+            }
             Operation::Set { property, value } => self.resource.set(property, value).await.map(|()| json!({})),
             Operation::Respawn => self.resource.respawn().await,
         };

@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod fence;
+pub mod once;
 pub mod protocol;
 pub mod wrap;
 

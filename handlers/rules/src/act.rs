@@ -21,7 +21,11 @@ pub async fn run(tree: &Arc<Tree>, owner: &Principal, action: &Planned, action_i
             tree.put(&caller, &uri(at)?, write).await.map_err(fail)?;
             Ok(json!({"set": at}))
         }
-        Planned::Exec { uri: at, data } => tree.exec(&caller, &uri(at)?, data.clone()).await.map_err(fail),
+        Planned::Exec { uri: at, data } => {
+            // A resource's agent runs an action id once, so a redone firing does not act twice.
+            let data = if at.starts_with(RESOURCES) { with_id(data.clone(), action_id) } else { data.clone() };
+            tree.exec(&caller, &uri(at)?, data).await.map_err(fail)
+        }
         Planned::Shutdown { uri: at } => {
             let id = at.strip_prefix(RESOURCES).filter(|id| !id.contains('/'));
             let id = id.ok_or_else(|| format!("{at} is not a resource (./managers/resources/<id>)"))?;

@@ -15,7 +15,7 @@ use crate::decide::Counters;
 use crate::epoch::{self, Epoch, Placement, RulePlan, Views};
 use crate::reader::TreeReader;
 use crate::rule::{Rule, RuleSpec, Scope};
-use crate::store::Store;
+use crate::store::{Firing, Store};
 use crate::{Error, Settings};
 
 /// What `./rules/<name>/monitoring` shows (this member's view).
@@ -259,7 +259,9 @@ impl Engine {
             self.record_plan(&plan, now);
             for o in plan.outcomes.iter().filter(|o| o.would_fire) {
                 let fired = crate::decide::fired(o.counters, now);
-                if !self.store.claim(&rule.name, &o.key, number, &self.incarnation, fired, now).await? {
+                let actions = serde_json::to_string(&o.actions).unwrap_or_else(|_| "[]".into());
+                let firing = Firing { rule: &rule.name, binding: &o.key, epoch: number, actions: &actions };
+                if !self.store.claim(&firing, &self.incarnation, fired, now).await? {
                     continue;
                 }
                 self.fire(rule, &o.key, &o.binding, number, &o.actions).await?;
@@ -357,7 +359,8 @@ impl Engine {
     }
 
     /// A firing claimed by an evaluator that died before finishing is redone
-    /// once, by the coordinator (actions carry their id for targets to de-duplicate).
+    /// once, by the coordinator, with exactly the actions it claimed: sets
+    /// are idempotent, agents run an action id once, events are keyed by it.
     async fn redo_pending(&self, number: i64) -> Result<(), Error> {
         for p in self.store.pending().await? {
             // Ours are in flight; a claim of the last epoch may still be finishing elsewhere.
@@ -368,15 +371,8 @@ impl Engine {
             if !self.store.adopt(&p, &self.incarnation).await? {
                 continue;
             }
+            let actions: Vec<epoch::Planned> = serde_json::from_str(&p.actions).unwrap_or_default();
             let binding = p.binding.rsplit_once(':').map_or(p.binding.as_str(), |(_, b)| b);
-            let placement = self.placement().await;
-            let plans = self.plan(p.epoch, now_ms(), &placement, vec![rule.clone()], false).await?;
-            let actions = plans
-                .iter()
-                .flat_map(|pl| &pl.outcomes)
-                .find(|o| o.key == p.binding)
-                .map(|o| o.actions.clone())
-                .unwrap_or_default();
             tracing::warn!(rule = p.rule, binding, epoch = p.epoch, "redoing a firing its evaluator did not finish");
             self.epochs.lock().redone += 1;
             self.fire(&rule, &p.binding, binding, p.epoch, &actions).await?;
@@ -408,7 +404,9 @@ impl Engine {
     }
 
     /// A dry run of the current epoch for one rule: nothing is written.
-    pub async fn explain(&self, name: &str) -> Result<Json, Error> {
+    /// What `viewer` may not read is hidden from it: the values read (as the
+    /// owner) and the names of bindings.
+    pub async fn explain(&self, name: &str, viewer: &Principal) -> Result<Json, Error> {
         self.reload().await?;
         let rules: Vec<Arc<Rule>> =
             self.rules.lock().values().filter(|l| l.rule.spec.enabled).map(|l| l.rule.clone()).collect();
@@ -423,7 +421,8 @@ impl Engine {
         // Conflicts need the other rules, so the whole epoch is planned.
         let peers = rules.into_iter().filter(|r| r.scope() == Scope::Local || placement.coordinator).collect();
         let plans = self.plan(number, now, &placement, peers, true).await?;
-        let plan = plans.into_iter().find(|p| p.rule == name).unwrap_or_default();
+        let mut plan = plans.into_iter().find(|p| p.rule == name).unwrap_or_default();
+        self.redact(&mut plan, viewer);
         let suspended = self.with_rule(name, |l| l.suspended.clone()).flatten();
         Ok(json!({
             "rule": name,
@@ -437,7 +436,33 @@ impl Engine {
         }))
     }
 
+    fn redact(&self, plan: &mut RulePlan, viewer: &Principal) {
+        let readable = |uri: &str| {
+            Uri::parse(uri, self.tree.limits())
+                .is_ok_and(|u| self.tree.effective_acl(&u).permits(viewer, dmtree_core::Permission::Get))
+        };
+        for o in &mut plan.outcomes {
+            if !o.binding.is_empty() && !readable(&o.binding) {
+                o.binding = "(a node you may not read)".into();
+                o.actions.clear();
+            }
+            for (key, value) in o.values.iter_mut() {
+                if !readable(read_uri(key)) {
+                    *value = json!("(hidden: you may not read this node)");
+                }
+            }
+        }
+    }
+
     pub async fn firings(&self, name: &str) -> Result<i64, Error> {
         Ok(self.store.firings(name).await?)
+    }
+}
+
+/// The node a recorded read was of: `./a/b`, `avg(./a/b, 300s)` or `age(./a/b)`.
+fn read_uri(key: &str) -> &str {
+    match key.split_once('(') {
+        Some((_, rest)) => rest.split([',', ')']).next().unwrap_or(rest),
+        None => key,
     }
 }

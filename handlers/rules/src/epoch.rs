@@ -28,7 +28,7 @@ pub struct Placement {
 pub const RESOURCES: &str = "./managers/resources/";
 
 /// An action with its paths made absolute and its values computed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Planned {
     Set { uri: String, value: Json },

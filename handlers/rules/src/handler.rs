@@ -178,10 +178,10 @@ impl DataHandler for RulesHandler {
         }
     }
 
-    async fn exec(&self, _cx: OpContext<'_>, path: &Uri, _data: Option<Json>) -> Result<Json> {
+    async fn exec(&self, cx: OpContext<'_>, path: &Uri, _data: Option<Json>) -> Result<Json> {
         let segs: Vec<&str> = path.segments().collect();
         match segs[..] {
-            [name, "explain"] => self.engine.explain(name).await.map_err(|e| e.at(path)),
+            [name, "explain"] => self.engine.explain(name, cx.principal).await.map_err(|e| e.at(path)),
             _ => Err(DmtError::not_allowed(path, "only ./rules/<name>/explain executes")),
         }
     }

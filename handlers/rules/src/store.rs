@@ -26,6 +26,14 @@ pub struct StoredRule {
     pub updated_ms: i64,
 }
 
+/// A firing about to be claimed: its action id and its planned actions (JSON).
+pub struct Firing<'a> {
+    pub rule: &'a str,
+    pub binding: &'a str,
+    pub epoch: i64,
+    pub actions: &'a str,
+}
+
 /// A firing that was claimed and not finished: its evaluator may have died.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pending {
@@ -33,6 +41,7 @@ pub struct Pending {
     pub binding: String,
     pub epoch: i64,
     pub member: String,
+    pub actions: String,
 }
 
 impl Store {
@@ -126,29 +135,22 @@ impl Store {
     /// Claims a firing: inserts its row and moves the counters, in one
     /// transaction, only if nobody claimed this (rule, binding, epoch) and
     /// nobody counted this epoch already. `false`: someone else acts.
-    pub async fn claim(
-        &self,
-        rule: &str,
-        binding: &str,
-        epoch: i64,
-        member: &str,
-        c: Counters,
-        now_ms: i64,
-    ) -> Result<bool> {
+    pub async fn claim(&self, f: &Firing<'_>, member: &str, c: Counters, now_ms: i64) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
-            "INSERT INTO dmtree_rule_firings (rule, binding, epoch, member, status, at_ms) VALUES ($1, $2, $3, $4, 'pending', $5)
-             ON CONFLICT DO NOTHING",
+            "INSERT INTO dmtree_rule_firings (rule, binding, epoch, member, status, at_ms, actions)
+             VALUES ($1, $2, $3, $4, 'pending', $5, $6) ON CONFLICT DO NOTHING",
         )
-        .bind(rule)
-        .bind(binding)
-        .bind(epoch)
+        .bind(f.rule)
+        .bind(f.binding)
+        .bind(f.epoch)
         .bind(member)
         .bind(now_ms)
+        .bind(f.actions)
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        if inserted != 1 || !upsert(&mut tx, rule, binding, c).await? {
+        if inserted != 1 || !upsert(&mut tx, f.rule, f.binding, c).await? {
             tx.rollback().await?;
             return Ok(false);
         }
@@ -174,7 +176,7 @@ impl Store {
     /// Firings claimed but never finished, oldest first.
     pub async fn pending(&self) -> Result<Vec<Pending>> {
         let rows = sqlx::query(
-            "SELECT rule, binding, epoch, member FROM dmtree_rule_firings WHERE status = 'pending' ORDER BY at_ms LIMIT 100",
+            "SELECT rule, binding, epoch, member, actions FROM dmtree_rule_firings WHERE status = 'pending' ORDER BY at_ms LIMIT 100",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -185,6 +187,7 @@ impl Store {
                     binding: r.try_get("binding")?,
                     epoch: r.try_get("epoch")?,
                     member: r.try_get("member")?,
+                    actions: r.try_get("actions")?,
                 })
             })
             .collect()

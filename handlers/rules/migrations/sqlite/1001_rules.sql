@@ -26,6 +26,8 @@ CREATE TABLE IF NOT EXISTS dmtree_rule_firings (
     member  TEXT NOT NULL,
     status  TEXT NOT NULL,
     at_ms   BIGINT NOT NULL,
+    -- The actions as planned, so that a redo repeats exactly them.
+    actions TEXT NOT NULL,
     detail  TEXT,
     PRIMARY KEY (rule, binding, epoch)
 );
