@@ -113,10 +113,6 @@ async function show(route) {
   }
   if (seq !== showSeq) return;
   updateNav(route.segs);
-  if (!res.error) {
-    const shown = res.status === 'ok' ? route.segs.length : res.status === 'unreadable' ? res.at + 1 : res.at;
-    tree.select(route.segs.slice(0, shown));
-  }
   if (res.status === 'ok') {
     live.open(patternFor(res.node));
     // Start reading only once the stream is there, so no change falls between.
@@ -124,6 +120,10 @@ async function show(route) {
     if (seq !== showSeq) return;
   } else {
     live.close();
+  }
+  if (!res.error) {
+    const shown = res.status === 'ok' ? route.segs.length : res.status === 'unreadable' ? res.at + 1 : res.at;
+    tree.select(route.segs.slice(0, shown));
   }
   await pane.show(route, res);
 }

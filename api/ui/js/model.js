@@ -60,7 +60,7 @@ export class Model {
     return this.byUri.get(uri) || null;
   }
 
-  /** Loads (or reloads, with force) the children of an interior node. */
+  /** Loads (or reloads, with force) the children of an interior node (a leaf: its value). */
   loadChildren(node, { force = false } = {}) {
     if (node.loaded && !force) return Promise.resolve(node);
     const key = node.uri;
@@ -78,13 +78,13 @@ export class Model {
 
   /** Loads a node with its properties and, for an interior node, its children. */
   async loadNode(node) {
-    const [main, withProps] = await Promise.all([
-      getNode(node.segs, { depth: 1 }),
+    // The listing is shared with a load the tree pane started at the same time.
+    const [, withProps] = await Promise.all([
+      this.loadChildren(node, { force: true }),
       getNode(node.segs, { depth: 0, props: true }),
     ]);
-    this.fill(node, main.data);
     node.props = withProps.data.props || null;
-    this.emit({ type: 'children', node });
+    this.emit({ type: 'props', node });
     return node;
   }
 

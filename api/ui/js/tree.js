@@ -204,7 +204,8 @@ export class TreePane {
       this.render();
       return;
     }
-    // The link navigates; expanding a node is part of opening it.
+    // The link navigates (elsewhere on the row too); opening a node expands it.
+    if (!e.target.closest('a')) go(r.node.segs);
     if (r.node.kind !== 'leaf' && r.node.readable) this.toggle(r.node, true);
     this.box.focus({ preventScroll: true });
   }

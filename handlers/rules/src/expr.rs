@@ -511,10 +511,11 @@ fn duration_arg(ftx: &FunctionContext, i: usize) -> Result<Duration, ExecutionEr
     crate::rule::parse_duration(&d).map_err(|m| ftx.error(m))
 }
 
-/// Resolves `path` against the binding URI `base`: absolute (`./…`), `.`,
-/// relative, with leading `..` segments climbing.
+/// Resolves `path` against the binding URI `base`: absolute (`./…`), `.`
+/// (the binding itself; the root for a global rule), relative, with `..`
+/// segments climbing.
 pub fn resolve(base: &str, path: &str) -> Result<String, String> {
-    if path == "." || path.starts_with("./") {
+    if path.starts_with("./") || (path == "." && base.is_empty()) {
         return Ok(path.to_owned());
     }
     if base.is_empty() {

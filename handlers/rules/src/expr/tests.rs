@@ -93,6 +93,8 @@ fn runtime_errors_are_values_not_panics() {
 fn resolve_climbs_and_refuses_escape() {
     assert_eq!(resolve("./a/b", "../c"), Ok("./a/c".into()));
     assert_eq!(resolve("./a/b", "./x"), Ok("./x".into()));
+    assert_eq!(resolve("./a/b", "."), Ok("./a/b".into()));
+    assert_eq!(resolve("", "."), Ok(".".into()));
     assert!(resolve("./a", "../../x").is_err());
     assert!(resolve("", "x").is_err());
 }
