@@ -329,7 +329,7 @@ impl Engine {
         let mut rules = self.rules.lock();
         let Some(l) = rules.get_mut(&plan.rule) else { return };
         let s = &mut l.stats;
-        s.evaluations += plan.outcomes.len() as u64;
+        s.evaluations += plan.evaluated;
         s.last_evaluation = stamp(now);
         s.last_elapsed_us = plan.elapsed_us;
         for why in plan.outcomes.iter().filter_map(|o| o.why_not.as_ref()) {

@@ -2,6 +2,7 @@
 //! here, conflicts settled, guards checked, actions resolved. Nothing is
 //! written: the engine applies a plan, explain shows one.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +11,7 @@ use serde::Serialize;
 use serde_json::{Value as Json, json};
 
 use crate::decide::{self, Counters, NotFired, Timing};
-use crate::expr::{Binding, Env, resolve};
+use crate::expr::{Binding, Env, Scope as BindingScope, resolve};
 use crate::reader::TreeReader;
 use crate::rule::{Action, Rule, Scope, SetValue};
 
@@ -70,7 +71,11 @@ pub struct RulePlan {
     pub rule: String,
     /// A rule-level failure (budget, pattern): the rule is suspended.
     pub error: Option<String>,
+    /// The outcomes that matter: candidates, blocks, errors, changed
+    /// counters (all of them while explaining).
     pub outcomes: Vec<Outcome>,
+    /// Bindings evaluated, kept or not.
+    pub evaluated: u64,
     pub elapsed_us: u64,
 }
 
@@ -111,7 +116,17 @@ pub fn plan(
     counters: &HashMap<String, HashMap<String, Counters>>,
     views: &mut Views,
 ) -> Vec<RulePlan> {
-    let mut plans: Vec<RulePlan> = rules.iter().map(|r| evaluate(e, r, counters.get(&r.name), views)).collect();
+    let mut plans: Vec<RulePlan> =
+        rules.iter().map(|r| RulePlan { rule: r.name.clone(), ..RulePlan::default() }).collect();
+    // Rules of one owner over one pattern share each binding's reads and variables.
+    let mut groups: BTreeMap<(&str, Option<&str>), Vec<usize>> = BTreeMap::new();
+    for (i, r) in rules.iter().enumerate() {
+        let pattern = if r.scope() == Scope::Global { None } else { r.for_each() };
+        groups.entry((r.owner.as_str(), pattern)).or_default().push(i);
+    }
+    for ((owner, pattern), members) in groups {
+        evaluate(e, owner, pattern, rules, &members, counters, views, &mut plans);
+    }
     let by_name: HashMap<&str, &Arc<Rule>> = rules.iter().map(|r| (r.name.as_str(), r)).collect();
     settle_groups(&mut plans, &by_name);
     resolve_actions(&mut plans, &by_name);
@@ -128,77 +143,110 @@ fn timing(r: &Rule) -> Timing {
     }
 }
 
-fn evaluate(e: &Epoch<'_>, rule: &Rule, stored: Option<&HashMap<String, Counters>>, views: &mut Views) -> RulePlan {
-    let started = Instant::now();
-    let mut plan = RulePlan { rule: rule.name.clone(), ..RulePlan::default() };
-    let (reader, env) = views.of(&rule.owner);
-    reader.set_deadline(Some(started + e.budget));
-    let bindings = match (rule.scope(), rule.for_each()) {
-        (Scope::Global, _) => Ok(vec![Binding::global()]),
-        (Scope::Local, Some(p)) => reader.expand(p).map(|b| placed(e.placement, &b)),
-        (Scope::Local, None) => Err("a local rule needs for_each".into()),
+/// Evaluates the rules `members` (indices into `rules`), which share an owner
+/// and a pattern, binding by binding; each rule keeps to its own budget.
+#[allow(clippy::too_many_arguments)]
+fn evaluate(
+    e: &Epoch<'_>,
+    owner: &str,
+    pattern: Option<&str>,
+    rules: &[Arc<Rule>],
+    members: &[usize],
+    counters: &HashMap<String, HashMap<String, Counters>>,
+    views: &mut Views,
+    plans: &mut [RulePlan],
+) {
+    let (reader, env) = views.of(owner);
+    let bindings = match pattern {
+        None => Ok(vec![Binding::global()]),
+        Some(p) => reader.expand(p).map(|b| placed(e.placement, &b)),
     };
     let bindings = match bindings {
         Ok(b) => b,
         Err(m) => {
-            plan.error = Some(m);
-            return plan;
+            members.iter().for_each(|&i| plans[i].error = Some(m.clone()));
+            return;
         }
     };
-    for b in bindings {
-        let key = state_key(e.placement, rule, &b);
-        let before = stored.and_then(|s| s.get(&key)).copied().unwrap_or_default();
-        reader.record(e.record);
-        let mut outcome = Outcome {
-            binding: b.uri.clone(),
-            key,
-            vars: b.vars.clone(),
-            values: BTreeMap::new(),
-            condition: None,
-            counters_before: before,
-            counters: before,
-            would_fire: false,
-            why_not: None,
-            actions: Vec::new(),
-        };
-        let verdict = judge(e, rule, env, &b, before, &mut outcome);
-        outcome.values = reader.record(false).into_iter().collect();
-        if let Err(NotFired::Error { message }) = &verdict
-            && message.contains("budget")
-        {
-            plan.error = Some(format!("over its budget of {} ms per epoch: {message}", e.budget.as_millis()));
-            plan.outcomes.push(outcome);
-            break;
+    let mut spent = vec![Duration::ZERO; members.len()];
+    for b in &bindings {
+        let scope = env.scope(b);
+        for (k, &i) in members.iter().enumerate() {
+            if plans[i].error.is_some() {
+                continue;
+            }
+            let rule = &rules[i];
+            let started = Instant::now();
+            reader.set_deadline(Some(started + e.budget.saturating_sub(spent[k])));
+            if e.record {
+                reader.record(true);
+            }
+            let key = state_key(e.placement, rule, b);
+            let before = counters.get(&rule.name).and_then(|s| s.get(key.as_ref())).copied().unwrap_or_default();
+            let mut judged = Judged { condition: None, counters: before };
+            let verdict = judge(e, rule, &scope, before, &mut judged);
+            spent[k] += started.elapsed();
+            let plan = &mut plans[i];
+            plan.evaluated += 1;
+            if let Err(NotFired::Error { message }) = &verdict
+                && message.contains("budget")
+            {
+                plan.error = Some(format!("over its budget of {} ms per epoch: {message}", e.budget.as_millis()));
+            } else if spent[k] > e.budget {
+                plan.error = Some(format!("over its budget of {} ms per epoch", e.budget.as_millis()));
+            }
+            // Most bindings are "false, as before": counted, not kept.
+            let moved = Counters { last_epoch: before.last_epoch, ..judged.counters } != before;
+            let notable = verdict.as_ref().err().is_none_or(NotFired::is_block);
+            if !(e.record || moved || notable) {
+                continue;
+            }
+            plan.outcomes.push(Outcome {
+                binding: b.uri.clone(),
+                key: key.into_owned(),
+                // Only candidates are evaluated again (verify, computed values).
+                vars: if verdict.is_ok() { b.vars.clone() } else { serde_json::Map::new() },
+                values: if e.record { reader.record(false).into_iter().collect() } else { BTreeMap::new() },
+                condition: judged.condition,
+                counters_before: before,
+                counters: judged.counters,
+                would_fire: verdict.is_ok(),
+                why_not: verdict.err(),
+                actions: Vec::new(),
+            });
         }
-        outcome.would_fire = verdict.is_ok();
-        outcome.why_not = verdict.err();
-        plan.outcomes.push(outcome);
     }
     reader.set_deadline(None);
-    plan.elapsed_us = started.elapsed().as_micros() as u64;
-    plan
+    for (k, &i) in members.iter().enumerate() {
+        plans[i].elapsed_us = spent[k].as_micros() as u64;
+    }
+}
+
+/// What evaluating one rule on one binding found.
+struct Judged {
+    condition: Option<Json>,
+    counters: Counters,
 }
 
 /// `where`, `when`, `clear_when` and the timing: a candidate, or why not.
 fn judge(
     e: &Epoch<'_>,
     rule: &Rule,
-    env: &Env,
-    b: &Binding,
+    scope: &BindingScope<'_>,
     before: Counters,
-    out: &mut Outcome,
+    out: &mut Judged,
 ) -> Result<(), NotFired> {
     let err = |message: String| NotFired::Error { message };
     if let Some(filter) = &rule.filter
-        && !filter.eval_bool(env, b).map_err(|m| err(format!("where: {m}")))?
+        && !filter.eval_bool(scope).map_err(|m| err(format!("where: {m}")))?
     {
         return Err(NotFired::Filtered);
     }
-    let cond = rule.when.eval_bool(env, b).map_err(|m| err(format!("when: {m}")))?;
+    let cond = rule.when.eval_bool(scope).map_err(|m| err(format!("when: {m}")))?;
     out.condition = Some(Json::Bool(cond));
     let t = timing(rule);
     let clear = match (&rule.clear_when, decide::needs_clear(before, t)) {
-        (Some(c), true) => Some(c.eval_bool(env, b).map_err(|m| err(format!("clear_when: {m}")))?),
+        (Some(c), true) => Some(c.eval_bool(scope).map_err(|m| err(format!("clear_when: {m}")))?),
         _ => None,
     };
     let (after, verdict) = decide::step(before, t, e.number, e.now_ms, cond, clear);
@@ -214,11 +262,11 @@ fn placed(p: &Placement, all: &[Binding]) -> Vec<Binding> {
         .collect()
 }
 
-fn state_key(p: &Placement, rule: &Rule, b: &Binding) -> String {
+fn state_key<'a>(p: &Placement, rule: &Rule, b: &'a Binding) -> Cow<'a, str> {
     match rule.scope() {
-        Scope::Global => String::new(),
-        Scope::Local if p.cloud && !b.uri.starts_with(RESOURCES) => format!("{}:{}", p.member, b.uri),
-        Scope::Local => b.uri.clone(),
+        Scope::Global => Cow::Borrowed(""),
+        Scope::Local if p.cloud && !b.uri.starts_with(RESOURCES) => Cow::Owned(format!("{}:{}", p.member, b.uri)),
+        Scope::Local => Cow::Borrowed(&b.uri),
     }
 }
 
@@ -318,7 +366,8 @@ fn guard_and_compute(e: &Epoch<'_>, plans: &mut [RulePlan], rules: &HashMap<&str
         for o in p.outcomes.iter_mut().filter(|o| o.would_fire) {
             reader.record(e.record);
             let b = binding_of(o);
-            let verdict = check_and_fill(rule, env, &b, &mut o.actions, e.number);
+            let scope = env.scope(&b);
+            let verdict = check_and_fill(rule, &scope, &b, &mut o.actions, e.number);
             o.values.extend(reader.record(false));
             if let Err(why) = verdict {
                 block(o, why);
@@ -331,10 +380,16 @@ fn binding_of(o: &Outcome) -> Binding {
     if o.binding.is_empty() { Binding::global() } else { Binding::new(&o.binding, o.vars.clone()) }
 }
 
-fn check_and_fill(rule: &Rule, env: &Env, b: &Binding, actions: &mut [Planned], epoch: i64) -> Result<(), NotFired> {
+fn check_and_fill(
+    rule: &Rule,
+    scope: &BindingScope<'_>,
+    b: &Binding,
+    actions: &mut [Planned],
+    epoch: i64,
+) -> Result<(), NotFired> {
     let err = |message: String| NotFired::Error { message };
     if let Some(v) = &rule.verify
-        && !v.eval_bool(env, b).map_err(|m| err(format!("verify: {m}")))?
+        && !v.eval_bool(scope).map_err(|m| err(format!("verify: {m}")))?
     {
         return Err(NotFired::VerifyFalse);
     }
@@ -343,7 +398,7 @@ fn check_and_fill(rule: &Rule, env: &Env, b: &Binding, actions: &mut [Planned], 
         match (planned, spec) {
             (Planned::Set { value, .. }, Action::Set { value: SetValue::Constant(c), .. }) => *value = fill(c, &vars),
             (Planned::Set { value, .. }, Action::Set { value: SetValue::Computed(x), .. }) => {
-                *value = x.eval(env, b).map_err(|m| err(format!("set: {m}")))?;
+                *value = x.eval(scope).map_err(|m| err(format!("set: {m}")))?;
             }
             (Planned::Exec { data, .. } | Planned::Create { data, .. }, _) => {
                 *data = data.as_ref().map(|d| fill(d, &vars));

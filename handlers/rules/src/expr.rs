@@ -191,14 +191,9 @@ impl Expr {
         &self.source
     }
 
-    /// Evaluates against `binding`; a panic inside CEL becomes an error.
-    pub fn eval(&self, env: &Env, binding: &Binding) -> Result<Json, String> {
-        let mut scope = env.root.new_inner_scope();
-        scope.add_variable_from_value(BINDING_VAR, binding.uri.clone());
-        for (k, v) in &binding.vars {
-            scope.add_variable_from_value(k.clone(), json_to_cel(v));
-        }
-        let run = std::panic::AssertUnwindSafe(|| self.program.execute(&scope));
+    /// Evaluates in a binding's scope; a panic inside CEL becomes an error.
+    pub fn eval(&self, scope: &Scope<'_>) -> Result<Json, String> {
+        let run = std::panic::AssertUnwindSafe(|| self.program.execute(&scope.ctx));
         match std::panic::catch_unwind(run) {
             Ok(Ok(v)) => cel_to_json(&v),
             Ok(Err(e)) => Err(describe(&e)),
@@ -206,12 +201,17 @@ impl Expr {
         }
     }
 
-    pub fn eval_bool(&self, env: &Env, binding: &Binding) -> Result<bool, String> {
-        match self.eval(env, binding)? {
+    pub fn eval_bool(&self, scope: &Scope<'_>) -> Result<bool, String> {
+        match self.eval(scope)? {
             Json::Bool(b) => Ok(b),
             other => Err(format!("{} gave {other}, not a boolean", self.source)),
         }
     }
+}
+
+/// A binding's variables, built once and shared by every rule evaluated on it.
+pub struct Scope<'a> {
+    ctx: Context<'a>,
 }
 
 fn nesting(src: &str) -> usize {
@@ -450,6 +450,15 @@ impl Env {
         }
         Self { root }
     }
+
+    pub fn scope(&self, binding: &Binding) -> Scope<'_> {
+        let mut ctx = self.root.new_inner_scope();
+        ctx.add_variable_from_value(BINDING_VAR, binding.uri.clone());
+        for (k, v) in &binding.vars {
+            ctx.add_variable_from_value(k.clone(), json_to_cel(v));
+        }
+        Scope { ctx }
+    }
 }
 
 /// `exists(pattern, cond)` / `all(pattern, cond)`: `cond` sees each match's variables.
@@ -520,6 +529,10 @@ pub fn resolve(base: &str, path: &str) -> Result<String, String> {
     }
     if base.is_empty() {
         return Err(format!("{path:?} is relative, and a global rule has no binding: write ./…"));
+    }
+    // The common case, `load` or `properties/load`: one allocation.
+    if !path.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+        return Ok(format!("{base}/{path}"));
     }
     let mut out: Vec<&str> = base.split('/').collect();
     for seg in path.split('/') {

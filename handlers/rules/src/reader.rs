@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dmtree_core::{Caller, NodeKind, Principal, Tree, Uri};
@@ -22,9 +23,12 @@ pub struct TreeReader {
     values: Mutex<HashMap<String, (Json, Option<i64>)>>,
     windows: Mutex<HashMap<(String, Window, Duration), Json>>,
     bindings: Mutex<HashMap<String, Arc<Vec<Binding>>>>,
-    deadline: Mutex<Option<Instant>>,
+    /// Nanoseconds after `epoch_start` past which evaluations fail; 0: none.
+    deadline_ns: AtomicU64,
+    epoch_start: Instant,
     /// While explaining: every value read, in order.
     log: Mutex<Option<Vec<(String, Json)>>>,
+    recording: AtomicBool,
 }
 
 /// Most nodes one pattern may bind, so that a rule cannot walk the whole tree.
@@ -40,23 +44,30 @@ impl TreeReader {
             values: Mutex::default(),
             windows: Mutex::default(),
             bindings: Mutex::default(),
-            deadline: Mutex::default(),
+            deadline_ns: AtomicU64::new(0),
+            epoch_start: Instant::now(),
             log: Mutex::default(),
+            recording: AtomicBool::new(false),
         }
     }
 
     pub fn set_deadline(&self, at: Option<Instant>) {
-        *self.deadline.lock() = at;
+        let ns = at.map_or(0, |at| at.saturating_duration_since(self.epoch_start).as_nanos().max(1) as u64);
+        self.deadline_ns.store(ns, Ordering::Relaxed);
     }
 
     /// Starts recording reads (for explain); returns what was recorded so far.
     pub fn record(&self, on: bool) -> Vec<(String, Json)> {
+        self.recording.store(on, Ordering::Relaxed);
         std::mem::replace(&mut *self.log.lock(), on.then(Vec::new)).unwrap_or_default()
     }
 
-    fn note(&self, what: String, v: &Json) {
+    fn note(&self, what: impl FnOnce() -> String, v: &Json) {
+        if !self.recording.load(Ordering::Relaxed) {
+            return;
+        }
         if let Some(log) = self.log.lock().as_mut() {
-            log.push((what, v.clone()));
+            log.push((what(), v.clone()));
         }
     }
 
@@ -158,19 +169,19 @@ impl TreeReader {
 impl Reader for TreeReader {
     fn value(&self, uri: &str) -> Result<Json, String> {
         let (v, _) = self.read(uri)?;
-        self.note(uri.to_owned(), &v);
+        self.note(|| uri.to_owned(), &v);
         Ok(v)
     }
 
     fn window(&self, uri: &str, f: Window, over: Duration) -> Result<Json, String> {
         let key = (uri.to_owned(), f, over);
         if let Some(v) = self.windows.lock().get(&key) {
-            self.note(format!("{}({uri}, {}s)", f.name(), over.as_secs()), v);
+            self.note(|| format!("{}({uri}, {}s)", f.name(), over.as_secs()), v);
             return Ok(v.clone());
         }
         let points = self.history(uri, over)?;
         let v = aggregate(f, &points);
-        self.note(format!("{}({uri}, {}s)", f.name(), over.as_secs()), &v);
+        self.note(|| format!("{}({uri}, {}s)", f.name(), over.as_secs()), &v);
         self.windows.lock().insert(key, v.clone());
         Ok(v)
     }
@@ -178,7 +189,7 @@ impl Reader for TreeReader {
     fn age(&self, uri: &str) -> Result<Json, String> {
         let (_, at) = self.read(uri)?;
         let v = at.map_or(Json::Null, |t| json!((self.now_ms - t).max(0) as f64 / 1000.0));
-        self.note(format!("age({uri})"), &v);
+        self.note(|| format!("age({uri})"), &v);
         Ok(v)
     }
 
@@ -187,10 +198,11 @@ impl Reader for TreeReader {
     }
 
     fn charge(&self) -> Result<(), String> {
-        match *self.deadline.lock() {
-            Some(at) if Instant::now() > at => Err("over its evaluation budget".into()),
-            _ => Ok(()),
+        let deadline = self.deadline_ns.load(Ordering::Relaxed);
+        if deadline != 0 && self.epoch_start.elapsed().as_nanos() as u64 > deadline {
+            return Err("over its evaluation budget".into());
         }
+        Ok(())
     }
 }
 

@@ -37,7 +37,8 @@ fn binding() -> Binding {
 }
 
 fn eval(src: &str) -> Result<Json, String> {
-    Expr::value(src).map_err(|e| e.to_string())?.eval(&env(), &binding())
+    let env = env();
+    Expr::value(src).map_err(|e| e.to_string())?.eval(&env.scope(&binding()))
 }
 
 #[test]
@@ -104,7 +105,8 @@ proptest! {
     #[test]
     fn arbitrary_source_never_panics(src in "[a-z0-9 ()'.,<>=!&|+*/%\\-\\[\\]{}:?\"]{0,60}") {
         if let Ok(e) = Expr::value(&src) {
-            let _ = e.eval(&env(), &binding());
+            let env = env();
+            let _ = e.eval(&env.scope(&binding()));
         }
     }
 
