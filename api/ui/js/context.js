@@ -77,8 +77,9 @@ export function render(box, { params }) {
     aggSel.disabled = !sorted.length;
     const subs = await listing(['contextstore', 'config', 'subscriptions']).catch(() => null);
     const rows = [];
-    if (subs) for (const [name, n] of subs.children) rows.push(['subscription ' + name, n.readable ? fmtValue(n.value, n.format) : 'no access']);
-    for (const [name, h] of Object.entries(handlers)) rows.push([`${h.kind || 'handler'} ${name}`, JSON.stringify(h)]);
+    const json = (v) => el('pre', null, JSON.stringify(v, null, 1).replace(/\n\s*/g, ' '));
+    if (subs) for (const [name, n] of subs.children) rows.push([`subscription ${name}`, n.readable ? json(n.value) : 'no access']);
+    for (const [name, h] of Object.entries(handlers)) rows.push([`${h.kind || 'handler'} ${name}`, json(h)]);
     cfgBox.replaceChildren(section('Configuration', rows.length ? kvTable(rows) : el('p', { class: 'muted' }, 'No subscription or handler configured (./contextstore/config).'),
       el('p', null, el('a', { href: href(['contextstore', 'config']) }, 'Edit in the tree'))));
   }
@@ -283,34 +284,21 @@ export async function historyCard(node) {
   let chart = null;
   const load = async () => {
     if (!token()) {
-      body.replaceChildren(el('p', { class: 'muted' }, 'Reading the history runs ./contextstore/query, which needs Exec there: paste a token.'));
+      body.replaceChildren(el('p', { class: 'muted' }, 'Reading the history runs ./contextstore/history, which needs Exec there: paste a token.'));
       return;
     }
     body.replaceChildren(el('p', { class: 'muted' }, 'Loading…'));
     const span = rangeSeconds(range.value);
     const from = new Date(span ? Date.now() - span * 1000 : 0).toISOString();
-    const points = [];
+    let points;
     try {
-      for (const type of new Set(subs.map((s) => s.type))) {
-        let cursor = null;
-        // Bounded: at most 10 pages of 500 events per type.
-        for (let page = 0; page < 10; page++) {
-          const q = { type, from, limit: 500, ...(cursor ? { cursor } : {}) };
-          const { data } = await execNode(['contextstore', 'query'], q);
-          const res = data.result || {};
-          for (const e of res.events || []) if (e.payload && e.payload.uri === node.uri) points.push(e);
-          cursor = res.cursor;
-          if (!cursor || !(res.events || []).length) break;
-        }
-      }
+      // One exec: the store finds the leaf's events across types, and checks the caller may read the leaf.
+      const { data } = await execNode(['contextstore', 'history'], { uri: node.uri, from, limit: 10000 });
+      points = ((data.result || {}).points || []).filter((p) => Array.isArray(p) && p.length === 2);
     } catch (e) {
-      // A type no event was ever stored under is an empty history, not a failure.
-      if (!(e.code === 'invalid_data' && /ever stored/.test(e.message))) {
-        body.replaceChildren(errorBox(e));
-        return;
-      }
+      body.replaceChildren(errorBox(e));
+      return;
     }
-    points.sort((a, b) => String(a.timestamp).localeCompare(String(b.timestamp)));
     if (chart) chart.destroy();
     chart = null;
     const chartBox = el('div', { class: 'chart', id: 'history-chart' });
@@ -318,13 +306,12 @@ export async function historyCard(node) {
       el('p', { class: 'muted' }, `${points.length} recorded change${points.length === 1 ? '' : 's'} in range.`),
       chartBox,
       el('div', { class: 'scroll' }, el('table', null,
-        el('thead', null, el('tr', null, el('th', null, 'Time'), el('th', null, 'Kind'), el('th', null, 'Value'), el('th', null, 'By'))),
-        el('tbody', null, points.slice(-200).reverse().map((e) => el('tr', null,
-          el('td', null, fmtTime(e.timestamp)), el('td', null, e.payload.kind || ''),
-          el('td', { class: 'v' }, fmtValue(e.payload.value, e.payload.format)), el('td', null, e.payload.principal || '')))))));
-    const numeric = points.filter((e) => typeof e.payload.value === 'number');
+        el('thead', null, el('tr', null, el('th', null, 'Time'), el('th', null, 'Value'))),
+        el('tbody', null, points.slice(-200).reverse().map(([ts, v]) => el('tr', null,
+          el('td', null, fmtTime(ts)), el('td', { class: 'v' }, v === null ? 'deleted' : fmtValue(v))))))));
+    const numeric = points.filter(([, v]) => typeof v === 'number');
     if (numeric.length >= 2) {
-      chart = await timeChart(chartBox, { xs: numeric.map((e) => Date.parse(e.timestamp) / 1000), series: [{ label: node.name, values: numeric.map((e) => e.payload.value) }], height: 180 });
+      chart = await timeChart(chartBox, { xs: numeric.map(([ts]) => ts / 1000), series: [{ label: node.name, values: numeric.map(([, v]) => v) }], height: 180 });
     } else {
       chartBox.remove();
     }

@@ -44,6 +44,9 @@ export class NodePane {
     if (this.view && this.view.dispose) this.view.dispose();
     this.view = null;
     this.node = null;
+    // The previous view's parts: live updates must not reach them.
+    this.head = this.body = this.propsBox = this.aclBox = this.aclEdit = null;
+    this.valueEl = this.drawChildren = this.childRows = this.eventsBody = null;
   }
 
   /** Shows a route whose path was resolved by the model ({status, node}) or failed (error). */
@@ -237,10 +240,14 @@ export class NodePane {
     const p = n.props || {};
     const eff = parseAcl(p.effective_acl);
     const from = el('div', { class: 'acl-origin', id: 'acl-origin' });
-    if (p.acl) from.append(el('span', { class: 'badge info' }, 'own ACL'), ' set on this node');
-    else {
+    if (p.acl) {
+      from.append(el('span', { class: 'badge info' }, 'own ACL'), ' set on this node');
+      this.origin = null;
+    } else {
       from.append(el('span', { class: 'badge' }, 'inherited'), ' …');
-      aclOrigin(n).then((o) => {
+      // Asked once per node: live changes redraw this card often.
+      if (!this.origin || this.origin.node !== n) this.origin = { node: n, promise: aclOrigin(n) };
+      this.origin.promise.then((o) => {
         from.replaceChildren(el('span', { class: 'badge' }, 'inherited'), ' from ',
           o.segs ? el('a', { href: href(o.segs) }, o.segs.length ? uriOf(o.segs) : '. (root)') : el('span', { class: 'muted' }, o.text));
       }).catch(() => from.replaceChildren(el('span', { class: 'badge' }, 'inherited')));

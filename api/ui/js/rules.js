@@ -51,8 +51,9 @@ function renderList(box, params) {
   const chips = el('div', { class: 'chips', role: 'group', 'aria-label': 'Filter by status' });
   const tableBox = el('div', { class: 'scroll', id: 'rules' });
   const msg = el('div');
+  const engineBox = el('div', { id: 'rules-engine' });
   box.append(msg, el('section', { class: 'card' }, el('h2', null, 'Rules'),
-    el('div', { class: 'toolbar' }, chips, el('span', { class: 'grow' }), filter), tableBox));
+    el('div', { class: 'toolbar' }, chips, el('span', { class: 'grow' }), filter), tableBox), engineBox);
 
   async function load() {
     let data;
@@ -64,8 +65,12 @@ function renderList(box, params) {
     }
     if (disposed) return;
     msg.replaceChildren();
-    rules = Object.entries(data.children || {}).map(([name, n]) => parseRule(name, n));
+    const children = Object.entries(data.children || {});
+    // ./rules/monitoring is the engine's own counters, not a rule.
+    const engine = children.find(([name, n]) => name === 'monitoring' && n.children && 'epoch_ms' in n.children);
+    rules = children.filter((c) => c !== engine).map(([name, n]) => parseRule(name, n));
     rules.sort((a, b) => collator.compare(a.name, b.name));
+    engineBox.replaceChildren(engine ? engineCard(leaves(engine[1])) : '');
     draw();
   }
 
@@ -190,21 +195,54 @@ function renderRule(box, name) {
   };
 }
 
+/** The epoch loop on this member: period, last epoch, overruns, placement. */
+function engineCard(m) {
+  const rows = [
+    ['Epoch', m.epoch_ms != null ? `${fmtNumber(m.epoch_ms / 1000)} s` : ''],
+    ['Epochs run', m.epochs ?? ''],
+    ['Last epoch took', m.last_duration_ms != null ? `${m.last_duration_ms} ms` : ''],
+    ['Overruns (skipped)', `${m.overruns ?? 0} (${m.skipped ?? 0})`],
+    ['Firings redone after a failover', m.redone ?? 0],
+    ['Member', `${m.member ?? ''}${m.coordinator ? ' (coordinator: global rules run here)' : ''}`],
+  ];
+  return section('Evaluation', kvTable(rows));
+}
+
+/** Why a binding does not fire, in words (the server sends `{reason, …}`). */
+function whyNot(w) {
+  if (w == null) return '';
+  if (typeof w !== 'object') return String(w);
+  switch (w.reason) {
+    case 'for_epochs': return `for_epochs: condition held ${w.have} of ${w.need} epochs`;
+    case 'cooldown': return `cooldown: ${fmtNumber(w.remaining_ms / 1000)} s left`;
+    case 'not_armed': return 'not armed: fired, and has not cleared since';
+    case 'lower_priority': return `lower priority in its group than ${w.winner}`;
+    case 'write_conflict': return `${w.winner} writes ${w.node} with higher priority`;
+    case 'verify_false': return 'verify is false';
+    case 'condition_false': return 'condition is false';
+    case 'filtered': return 'excluded by where';
+    case 'error': return `error: ${w.message ?? ''}`;
+    default: return String(w.reason ?? JSON.stringify(w));
+  }
+}
+
 function explainTable(r) {
   if (!r || typeof r !== 'object') return el('pre', { class: 'value-big' }, JSON.stringify(r, null, 2));
   const bindings = Array.isArray(r.bindings) ? r.bindings : [];
   const fires = bindings.filter((b) => b && b.would_fire).length;
   return el('div', null,
     el('p', null, `Epoch ${r.epoch ?? '?'}: ${bindings.length} binding${bindings.length === 1 ? '' : 's'}, ${fires} would fire.`),
+    r.evaluated_here === false ? el('p', { class: 'muted' }, 'Not evaluated on this member: global rules run at the coordinator.') : '',
+    r.suspended || r.error ? el('p', { class: 'error' }, `Suspended: ${r.suspended || r.error}`) : '',
     el('table', { id: 'explain-table' },
       el('thead', null, el('tr', null, ...['Binding', 'Values', 'Condition', 'Counters', 'Would fire', 'Why not'].map((h) => el('th', null, h)))),
       el('tbody', null, bindings.map((b) => el('tr', null,
-        el('td', { class: 'mono' }, String(b.binding ?? '')),
+        el('td', { class: 'mono' }, b.binding ? String(b.binding) : '(global)'),
         el('td', { class: 'v', title: JSON.stringify(b.values ?? {}) }, compact(b.values)),
         el('td', null, b.condition == null ? el('span', { class: 'muted' }, 'n/a') : el('span', { class: `badge ${b.condition ? 'ok' : ''}` }, String(b.condition))),
         el('td', { class: 'v' }, compact(b.counters)),
         el('td', null, el('span', { class: `badge ${b.would_fire ? 'bad' : ''}` }, b.would_fire ? 'yes' : 'no')),
-        el('td', null, b.why_not ?? ''))))),
+        el('td', { class: 'why' }, b.would_fire ? (b.actions || []).map((a) => a.kind).join(', ') : whyNot(b.why_not)))))),
     el('details', null, el('summary', null, 'Raw answer'), el('pre', { class: 'value-big' }, JSON.stringify(r, null, 2))));
 }
 

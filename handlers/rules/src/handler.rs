@@ -108,7 +108,9 @@ impl DataHandler for RulesHandler {
             [] => Ok(Node::interior()),
             ["monitoring", ref rest @ ..] => json_node(self.monitoring(), &rel(rest)).map_err(|e| e.with_uri(path)),
             [name] if self.engine.with_rule(name, |_| ()).is_some() => Ok(Node::interior()),
-            [name, "explain"] if self.engine.with_rule(name, |_| ()).is_some() => Ok(Node::leaf(Value::Null)),
+            [name, "explain"] if self.engine.with_rule(name, |_| ()).is_some() => {
+                Ok(Node::leaf(Value::string("exec: a dry run of the next epoch, binding by binding")))
+            }
             [name, "definition"] => {
                 let spec =
                     self.engine.with_rule(name, |l| l.rule.spec.clone()).ok_or_else(|| DmtError::not_found(path))?;
