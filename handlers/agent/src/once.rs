@@ -15,9 +15,16 @@ type Outcome = Result<Json, String>;
 /// How many recent ids are remembered.
 pub const REMEMBERED: usize = 1024;
 
+/// The runs by id, and the ids oldest first (to forget them in order).
+#[derive(Default)]
+struct Runs {
+    cells: HashMap<String, Arc<OnceCell<Outcome>>>,
+    order: VecDeque<String>,
+}
+
 #[derive(Default)]
 pub struct Once {
-    runs: Mutex<(HashMap<String, Arc<OnceCell<Outcome>>>, VecDeque<String>)>,
+    runs: Mutex<Runs>,
 }
 
 impl Once {
@@ -26,7 +33,7 @@ impl Once {
         let Some(id) = id else { return action.await };
         let cell = {
             let mut guard = self.runs.lock();
-            let (cells, order) = &mut *guard;
+            let Runs { cells, order } = &mut *guard;
             if !cells.contains_key(id) {
                 order.push_back(id.to_owned());
                 if order.len() > REMEMBERED
@@ -76,6 +83,6 @@ mod tests {
         for i in 0..=REMEMBERED {
             once.run(Some(&i.to_string()), async { Ok(Json::Null) }).await.unwrap();
         }
-        assert_eq!(once.runs.lock().0.len(), REMEMBERED);
+        assert_eq!(once.runs.lock().cells.len(), REMEMBERED);
     }
 }

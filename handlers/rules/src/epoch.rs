@@ -89,10 +89,13 @@ pub struct Epoch<'a> {
     pub record: bool,
 }
 
+/// Makes the reader of one owner.
+type MakeReader = Box<dyn Fn(&str) -> Arc<TreeReader> + Send + Sync>;
+
 /// What each owner reads through, with the functions bound to it.
 pub struct Views {
     views: HashMap<String, (Arc<TreeReader>, Env)>,
-    make: Box<dyn Fn(&str) -> Arc<TreeReader> + Send + Sync>,
+    make: MakeReader,
 }
 
 impl Views {

@@ -51,8 +51,8 @@ impl Store {
         let options =
             if sqlite { AnyPoolOptions::new().max_connections(1) } else { AnyPoolOptions::new().max_connections(4) };
         let pool = options.acquire_timeout(std::time::Duration::from_secs(5)).connect(url).await?;
-        let mut migrator =
-            if sqlite { sqlx::migrate!("./migrations/sqlite") } else { sqlx::migrate!("./migrations/postgres") };
+        // One schema for both: plain SQL types.
+        let mut migrator = sqlx::migrate!("./migrations");
         migrator.set_ignore_missing(true);
         migrator.run(&pool).await?;
         Ok(Self { pool })
