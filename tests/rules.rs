@@ -304,3 +304,41 @@ async fn a_firing_survives_kill_9_exactly_once() {
         after_epoch(&http).await;
     }
 }
+
+#[tokio::test]
+async fn a_cooldown_shows_in_explain_and_every_firing_is_a_context_event() {
+    let http = admin();
+    set(&http, "config/cool/go", json!(false)).await;
+    let rule = json!({"scope": "global", "when": "value('./config/cool/go') == true", "cooldown": "1h",
+        "actions": [{"set": "./config/cool/out", "expr": "value('./config/cool/go')"}]});
+    assert_eq!(put_rule(&http, "cool", rule).await.status, 201);
+    set(&http, "config/cool/go", json!(true)).await;
+    eventually("the first firing", Duration::from_secs(10), || async {
+        (value(&http, "config/cool/out").await == json!(true)).then_some(())
+    })
+    .await;
+    // False re-arms it; true again is within the hour.
+    set(&http, "config/cool/go", json!(false)).await;
+    after_epoch(&http).await;
+    after_epoch(&http).await;
+    set(&http, "config/cool/go", json!(true)).await;
+    after_epoch(&http).await;
+    let e = explain(&http, "cool").await;
+    assert_eq!(reason(&e["bindings"][0]), "cooldown", "{e}");
+    let left = e["bindings"][0]["why_not"]["remaining_ms"].as_i64().unwrap_or(0);
+    assert!(left > 3_500_000 && left <= 3_600_000, "{left}");
+    assert_eq!(monitoring(&http, "cool").await["firings"], json!(1));
+    assert!(monitoring(&http, "cool").await["blocked"]["cooldown"].as_u64().unwrap_or(0) >= 1);
+    // The audit trail: a rule.fired ContextEvent per firing.
+    let q = json!({"type": "rule.fired", "limit": 1000});
+    let events = eventually("the rule.fired event", Duration::from_secs(10), || async {
+        let r = http.send(http.request(reqwest::Method::POST, "/exec/contextstore/query").json(&q)).await;
+        let events = r.body["result"]["events"].as_array().cloned().unwrap_or_default();
+        let ours: Vec<Value> = events.into_iter().filter(|e| e["payload"]["rule"] == json!("cool")).collect();
+        (!ours.is_empty()).then_some(ours)
+    })
+    .await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["payload"]["ok"], json!(true));
+    assert!(events[0]["payload"]["action_id"].as_str().is_some_and(|id| id.starts_with("cool|")));
+}

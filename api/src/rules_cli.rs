@@ -96,9 +96,13 @@ pub fn render(out: &Json) -> String {
             }
         }
         let c = &b["counters"];
+        let last = c["last_fired_ms"]
+            .as_i64()
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map_or_else(|| "never".to_owned(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
         s.push_str(&format!(
-            "      condition {} · consecutive {} · armed {} · last fired {}\n",
-            b["condition"], c["consecutive"], c["armed"], c["last_fired_ms"]
+            "      condition {} · consecutive {} · armed {} · last fired {last}\n",
+            b["condition"], c["consecutive"], c["armed"]
         ));
         for a in b["actions"].as_array().into_iter().flatten() {
             s.push_str(&format!("      action {a}\n"));

@@ -438,3 +438,70 @@ fn fill(v: &Json, vars: &HashMap<&'static str, Json>) -> Json {
         other => other.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use dmtree_core::{Acl, Caller, Content, MemoryHandler, MemoryTreeStore, Tree, TreeConfig, Uri, Value, Write};
+    use serde_json::json;
+
+    use super::*;
+    use crate::rule::RuleSpec;
+
+    /// A tree with `./t/n0 … n{count-1}`, each with a `load` leaf.
+    fn tree(rt: &tokio::runtime::Runtime, count: usize) -> Arc<Tree> {
+        rt.block_on(async {
+            let tree = Tree::open(TreeConfig::default(), Arc::new(MemoryTreeStore::default()), Acl::default_root())
+                .await
+                .unwrap();
+            tree.mount("t", Uri::from_key("t"), Arc::new(MemoryHandler::default())).unwrap();
+            let admin = dmtree_core::Principal::named("admin");
+            for i in 0..count {
+                let write = Write { content: Some(Content::Leaf(Value::Int(i as i64))), ..Write::default() };
+                tree.put(&Caller::new(&admin), &Uri::from_key(format!("t\0n{i}\0load")), write).await.unwrap();
+            }
+            tree
+        })
+    }
+
+    fn rule(name: &str, spec: serde_json::Value) -> Arc<Rule> {
+        Arc::new(Rule::compile(name, "admin", serde_json::from_value::<RuleSpec>(spec).unwrap()).unwrap())
+    }
+
+    fn run(rt: &tokio::runtime::Runtime, tree: &Arc<Tree>, rules: &[Arc<Rule>], budget: Duration) -> Vec<RulePlan> {
+        let (tree, handle) = (tree.clone(), rt.handle().clone());
+        let mut views = Views::new(move |owner| {
+            Arc::new(TreeReader::new(tree.clone(), dmtree_core::Principal::named(owner), handle.clone(), 0))
+        });
+        let placement = Placement { member: "local".into(), coordinator: true, cloud: false };
+        let e = Epoch { number: 1, now_ms: 0, placement: &placement, budget, record: false };
+        plan(&e, rules, &HashMap::new(), &mut views)
+    }
+
+    #[test]
+    fn a_rule_over_its_budget_is_stopped_and_named_the_others_go_on() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let tree = tree(&rt, 200);
+        // Each evaluation walks every binding again: quadratic, far over a millisecond.
+        let heavy = rule("heavy", json!({"for_each": "./t/*", "when": "all('./t/*', value('load') >= 0)"}));
+        let light = rule("light", json!({"scope": "global", "when": "value('./t/n1/load') == 1"}));
+        let plans = run(&rt, &tree, &[heavy, light], Duration::from_millis(1));
+        let heavy = plans.iter().find(|p| p.rule == "heavy").unwrap();
+        assert!(heavy.error.as_deref().is_some_and(|e| e.contains("over its budget of 1 ms")), "{:?}", heavy.error);
+        assert!(heavy.evaluated < 200, "stopped early: {}", heavy.evaluated);
+        let light = plans.iter().find(|p| p.rule == "light").unwrap();
+        assert_eq!(light.error, None);
+        assert!(light.outcomes[0].would_fire);
+    }
+
+    #[test]
+    fn quiet_bindings_are_counted_not_kept() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let tree = tree(&rt, 50);
+        let r = rule("r", json!({"for_each": "./t/*", "when": "value('load') >= 45"}));
+        let plans = run(&rt, &tree, &[r], Duration::from_secs(10));
+        assert_eq!(plans[0].evaluated, 50);
+        let firing: Vec<&str> = plans[0].outcomes.iter().filter(|o| o.would_fire).map(|o| o.binding.as_str()).collect();
+        assert_eq!(firing, ["./t/n45", "./t/n46", "./t/n47", "./t/n48", "./t/n49"]);
+        assert_eq!(plans[0].outcomes.len(), 5);
+    }
+}
