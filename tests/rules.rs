@@ -342,3 +342,84 @@ async fn a_cooldown_shows_in_explain_and_every_firing_is_a_context_event() {
     assert_eq!(events[0]["payload"]["ok"], json!(true));
     assert!(events[0]["payload"]["action_id"].as_str().is_some_and(|id| id.starts_with("cool|")));
 }
+
+/// What an outside probe found, each closed: a rule writer can neither crash
+/// nor stall the server, nor learn through explain, errors, conflicts, audits
+/// or histories what its principal may not read.
+#[tokio::test]
+async fn a_rule_writer_cannot_crash_the_server_or_read_around_acls() {
+    let http = admin();
+    let alice = SERVER.as_alice();
+    let granted = "Get=admin+alice&Add=admin+alice&Replace=admin&Delete=admin&Exec=admin+alice";
+    let r = http.put("/tree/config/probe/secret", json!({"value": "hunter2", "acl": "Get=admin&Replace=admin"})).await;
+    assert!(r.status < 300, "{}", r.body);
+    set(&http, "config/probe/open", json!(1)).await;
+    // alice may add rules, not replace others' (nor set ACLs under ./rules).
+    let r = http
+        .put(
+            "/tree/rules/probe-admin",
+            json!({"value": {"scope": "global",
+        "when": "value('./config/probe/secret') == 'hunter2'",
+        "actions": [{"set": "./config/probe/copy", "expr": "value('./config/probe/secret') + '-copy'"}]}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = http.put("/tree/rules/probe-admin", json!({"acl": granted})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // Expressions that would overflow the parser's or the evaluator's stack, or multiply work.
+    let deep = format!("{}true{}", "(".repeat(40), ")".repeat(40));
+    let chain = format!("{} > 0", vec!["1"; 200].join(" + "));
+    let nested = "[1,2,3].exists(a, [1,2,3].exists(b, a == b))";
+    for (when, expected) in
+        [(deep.as_str(), "nested more than"), (chain.as_str(), "levels of operations"), (nested, "inside another")]
+    {
+        let r = put_rule(&http, "probe-bad", json!({"scope": "global", "when": when})).await;
+        assert_eq!(r.status, 422, "{}", r.body);
+        assert!(r.body["error"]["message"].as_str().unwrap_or_default().contains(expected), "{}", r.body);
+    }
+    let r =
+        put_rule(&http, "probe-bad", json!({"scope": "global", "when": "true", "cooldown": "9223372036854775s"})).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(SERVER.http().get("/healthz").await.status, 200);
+
+    // Explain as alice: the outcome depends on a node she may not read, so it is hidden whole.
+    let e = explain(&alice, "probe-admin").await;
+    let b = &e["bindings"][0];
+    assert_eq!(b["why_not"]["reason"], json!("hidden"), "{e}");
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+    assert_eq!(b["condition"], Value::Null);
+    assert_eq!(b["actions"], json!([]));
+    // Errors name types, never values.
+    let r =
+        put_rule(&http, "probe-error", json!({"scope": "global", "when": "value('./config/probe/secret') > 3"})).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let error = eventually("the rule's error", Duration::from_secs(10), || async {
+        value(&http, "rules/probe-error/error").await.as_str().filter(|e| !e.is_empty()).map(str::to_owned)
+    })
+    .await;
+    assert!(error.contains("string") && !error.contains("hunter2"), "{error}");
+
+    // A PUT refused for its ACL part leaves no rule behind.
+    let r = alice
+        .put("/tree/rules/probe-stealth", json!({"value": {"scope": "global", "when": "true"}, "acl": "Get=alice"}))
+        .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(http.get("/tree/rules/probe-stealth").await.status, 404);
+
+    // Forging what the server records is refused; the rule audit is admin's alone.
+    let r = http.put("/tree/contextstore", json!({"acl": "Get=*&Exec=admin+alice"})).await;
+    assert!(r.status < 300, "{}", r.body);
+    let forged = json!([{"sender": "tree", "type": "x", "payload": {"uri": "./config/probe/secret", "value": 1}}]);
+    let r = alice.send(alice.request(reqwest::Method::POST, "/exec/contextstore/ingest").json(&forged)).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let audit = json!([{"sender": "alice", "type": "rule.fired", "payload": {}}]);
+    let r = alice.send(alice.request(reqwest::Method::POST, "/exec/contextstore/ingest").json(&audit)).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = alice
+        .send(alice.request(reqwest::Method::POST, "/exec/contextstore/query").json(&json!({"type": "rule.fired"})))
+        .await;
+    assert!(r.status == 403 || r.status == 400, "{}", r.body);
+    let r = http.put("/tree/contextstore", json!({"acl": null})).await;
+    assert!(r.status < 300, "{}", r.body);
+}

@@ -30,9 +30,22 @@ pub fn handler_rule(config: &Config, tree: &Tree, handler: &Handler) -> ReadRule
     rule
 }
 
+/// Senders and types only the server (or admin) records: tree changes and
+/// rule audits. Their events are trusted (a leaf's history, audits), so no
+/// one else may ingest them.
+pub fn reserved(sender: &str, kind: &str) -> bool {
+    sender == "tree" || sender.starts_with("tree:") || sender.starts_with("dmtree.") || kind == RULE_AUDIT
+}
+
+/// The rule layer's audit of firings: it names bindings of any owner's rules, so admin only.
+pub const RULE_AUDIT: &str = "rule.fired";
+
 fn add_type(config: &Config, tree: &Tree, kind: &str, rule: &mut ReadRule, seen: &mut BTreeSet<String>) {
     if !seen.insert(kind.to_owned()) {
         return;
+    }
+    if kind == RULE_AUDIT {
+        rule.and(Acl::default().grant(dmtree_core::Permission::Get, dmtree_core::ADMIN).into());
     }
     for s in config.subscriptions.values().filter(|s| s.kind == kind) {
         match s.acl.as_deref().map(str::parse::<Acl>) {

@@ -343,6 +343,15 @@ impl DataHandler for ContextStoreHandler {
         match path.key() {
             "ingest" => {
                 let events = parse_batch(&data).map_err(|e| DmtError::invalid_data(path, e))?;
+                // What the server itself records (tree changes, rule audits) cannot be forged.
+                if !cx.principal.is_admin()
+                    && let Some(e) = events.iter().find(|e| crate::access::reserved(&e.sender, &e.kind))
+                {
+                    return Err(DmtError::not_granted(
+                        path,
+                        format!("sender {:?} with type {:?} is reserved to the server", e.sender, e.kind),
+                    ));
+                }
                 let report = self.store.ingest(events).await.map_err(|e| store_err(path, e))?;
                 Ok(json!({ "stored": report.stored, "duplicates": report.duplicates }))
             }
@@ -364,11 +373,18 @@ impl DataHandler for ContextStoreHandler {
                     .map_err(|e| DmtError::invalid_data(path, format!("invalid history request: {e}")))?;
                 let tree = self.store.tree().ok_or_else(|| DmtError::store(path, "the tree has shut down"))?;
                 let uri = Uri::parse(&r.uri, tree.limits()).map_err(|e| DmtError::invalid_data(path, e.to_string()))?;
-                // A leaf's past is as private as the leaf.
+                // A leaf's past is as private as the leaf, and goes with it: once
+                // deleted, its history is no longer anyone's to read here.
                 if !tree.effective_acl(&uri).permits(cx.principal, Permission::Get) {
                     return Err(DmtError::denied(&uri, cx.principal, Permission::Get));
                 }
-                let points = crate::history::points(&self.store, &r).await.map_err(|e| DmtError::store(path, e))?;
+                let caller = dmtree_core::Caller::new(cx.principal);
+                if tree.read(&caller, &uri, 0).await.is_err() {
+                    return Err(DmtError::not_found(&uri));
+                }
+                let types = crate::history::types_recording(&self.store.config(), &uri);
+                let points =
+                    crate::history::points(&self.store, &r, &types).await.map_err(|e| DmtError::store(path, e))?;
                 Ok(json!({ "uri": r.uri, "points": points }))
             }
             _ => Err(DmtError::not_allowed(path, "only ingest, query and history execute")),

@@ -10,7 +10,14 @@ use serde_json::{Value as Json, json};
 use crate::epoch::{Planned, RESOURCES};
 
 /// Runs one action; the error is what the rule shows.
-pub async fn run(tree: &Arc<Tree>, owner: &Principal, action: &Planned, action_id: &str) -> Result<Json, String> {
+/// `index` is the action's place in the rule: each event of a firing gets its own id.
+pub async fn run(
+    tree: &Arc<Tree>,
+    owner: &Principal,
+    action: &Planned,
+    action_id: &str,
+    index: usize,
+) -> Result<Json, String> {
     let caller = Caller::new(owner);
     let uri = |u: &str| Uri::parse(u, tree.limits()).map_err(|e| e.to_string());
     let fail = |e: dmtree_core::DmtError| format!("{}: {}", e.code().as_str(), e.message);
@@ -35,8 +42,9 @@ pub async fn run(tree: &Arc<Tree>, owner: &Principal, action: &Planned, action_i
         }
         Planned::Create { resource_type, data } => create(tree, owner, resource_type, data.clone(), action_id).await,
         Planned::Event { event_type, payload } => {
-            let event =
-                json!([{"id": event_id(action_id), "sender": "dmtree.rules", "type": event_type, "payload": payload}]);
+            let id = event_id(&format!("{action_id}|{index}"));
+            let sender = format!("rule:{}", action_id.split('|').next().unwrap_or_default());
+            let event = json!([{"id": id, "sender": sender, "type": event_type, "payload": payload}]);
             tree.exec(&caller, &uri("./contextstore/ingest")?, Some(event)).await.map_err(fail)
         }
     }

@@ -53,6 +53,8 @@ pub enum NotFired {
     Error {
         message: String,
     },
+    /// Explain only: the outcome depends on nodes the viewer may not read.
+    Hidden,
 }
 
 impl NotFired {
@@ -69,12 +71,13 @@ impl NotFired {
             NotFired::VerifyFalse => "verify_false",
             NotFired::AlreadyCounted => "already_counted",
             NotFired::Error { .. } => "error",
+            NotFired::Hidden => "hidden",
         }
     }
 
     /// Blocks that an operator cares about (not the everyday "condition false").
     pub fn is_block(&self) -> bool {
-        !matches!(self, NotFired::Filtered | NotFired::ConditionFalse | NotFired::AlreadyCounted)
+        !matches!(self, NotFired::Filtered | NotFired::ConditionFalse | NotFired::AlreadyCounted | NotFired::Hidden)
     }
 }
 

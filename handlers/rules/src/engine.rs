@@ -64,6 +64,9 @@ pub struct Engine {
     sink: Mutex<Option<ChangeSink>>,
 }
 
+/// Rules one principal may own: each costs every epoch.
+pub const MAX_RULES_PER_OWNER: usize = 1000;
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -140,6 +143,12 @@ impl Engine {
     pub async fn put(&self, name: &str, owner: &Principal, spec: RuleSpec) -> Result<(), Error> {
         let owner = owner.name().ok_or_else(|| Error::Invalid("an anonymous caller cannot own a rule".into()))?;
         Rule::compile(name, owner, spec.clone()).map_err(|e| Error::Invalid(e.to_string()))?;
+        let owned = self.rules.lock().values().filter(|l| l.rule.owner == owner && l.rule.name != name).count();
+        if owned >= MAX_RULES_PER_OWNER {
+            return Err(Error::Invalid(format!(
+                "{owner} already owns {MAX_RULES_PER_OWNER} rules, the most one principal may"
+            )));
+        }
         let text = serde_json::to_string(&spec).map_err(|e| Error::Invalid(e.to_string()))?;
         self.store.put_rule(name, owner, &text, now_ms()).await?;
         self.reload().await
@@ -239,7 +248,16 @@ impl Engine {
             let e = Epoch { number, now_ms, placement: &placement, budget, record };
             epoch::plan(&e, &rules, &counters, &mut views)
         };
-        tokio::task::spawn_blocking(job).await.map_err(|e| Error::Invalid(format!("rule evaluation failed: {e}")))
+        // Its own thread with a large stack: CEL evaluation recurses.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("dmtree-rules-epoch".into())
+            .stack_size(crate::expr::LARGE_STACK)
+            .spawn(move || {
+                let _ = tx.send(job());
+            })
+            .map_err(|e| Error::Invalid(format!("rule evaluation could not start: {e}")))?;
+        rx.await.map_err(|_| Error::Invalid("rule evaluation failed".into()))
     }
 
     async fn apply(&self, number: i64, now: i64, rules: &[Arc<Rule>], plans: Vec<RulePlan>) -> Result<(), Error> {
@@ -283,8 +301,8 @@ impl Engine {
         let owner = Principal::named(&rule.owner);
         let mut results = Vec::new();
         let mut failure = None;
-        for a in actions {
-            match crate::act::run(&self.tree, &owner, a, &id).await {
+        for (i, a) in actions.iter().enumerate() {
+            match crate::act::run(&self.tree, &owner, a, &id, i).await {
                 Ok(out) => results.push(out),
                 Err(e) => {
                     failure = Some(e);
@@ -315,7 +333,7 @@ impl Engine {
     async fn audit(&self, rule: &Rule, binding: &str, id: &str, error: Option<&str>) {
         let Ok(at) = Uri::parse("./contextstore/ingest", self.tree.limits()) else { return };
         let payload = json!({"rule": rule.name, "binding": binding, "action_id": id, "owner": rule.owner,
-            "ok": error.is_none(), "error": error, "uri": format!("./rules/{}", rule.name)});
+            "ok": error.is_none(), "error": error, "uri": Uri::root().join_name("rules").join_name(&rule.name).to_string()});
         let event = json!([{"id": crate::act::event_id(&format!("audit|{id}")), "sender": "dmtree.rules", "type": "rule.fired", "payload": payload}]);
         let admin = Principal::named(ADMIN);
         if let Err(e) = self.tree.exec(&Caller::new(&admin), &at, Some(event)).await
@@ -408,21 +426,31 @@ impl Engine {
     /// owner) and the names of bindings.
     pub async fn explain(&self, name: &str, viewer: &Principal) -> Result<Json, Error> {
         self.reload().await?;
-        let rules: Vec<Arc<Rule>> =
-            self.rules.lock().values().filter(|l| l.rule.spec.enabled).map(|l| l.rule.clone()).collect();
-        let Some(target) = rules.iter().find(|r| r.name == name).cloned() else {
+        let Some(target) = self.with_rule(name, |l| l.rule.clone()) else {
             return Err(Error::NotFound);
         };
+        // Conflicts are settled among one owner's rules only, so those are
+        // all it takes; other suspended rules stay out (the budget stopped them).
+        let rules: Vec<Arc<Rule>> = self
+            .rules
+            .lock()
+            .values()
+            .filter(|l| l.rule.owner == target.owner && l.rule.spec.enabled)
+            .filter(|l| l.suspended.is_none() || l.rule.name == name)
+            .map(|l| l.rule.clone())
+            .collect();
         let placement = self.placement().await;
         let period = self.settings.epoch.as_millis().max(1) as i64;
         let now = now_ms();
         let number = now / period + 1;
         let placed = target.scope() == Scope::Local || placement.coordinator;
-        // Conflicts need the other rules, so the whole epoch is planned.
         let peers = rules.into_iter().filter(|r| r.scope() == Scope::Local || placement.coordinator).collect();
         let plans = self.plan(number, now, &placement, peers, true).await?;
         let mut plan = plans.into_iter().find(|p| p.rule == name).unwrap_or_default();
-        self.redact(&mut plan, viewer);
+        // The owner's rule read with the owner's rights: nothing to hide from the owner.
+        if viewer.name() != Some(target.owner.as_str()) {
+            self.redact(&mut plan, viewer);
+        }
         let suspended = self.with_rule(name, |l| l.suspended.clone()).flatten();
         Ok(json!({
             "rule": name,
@@ -436,20 +464,38 @@ impl Engine {
         }))
     }
 
+    /// An outcome that read, binds or targets a node the viewer may not read
+    /// keeps only that it exists: its condition, counters, computed values
+    /// and reasons would all tell something about that node.
     fn redact(&self, plan: &mut RulePlan, viewer: &Principal) {
         let readable = |uri: &str| {
             Uri::parse(uri, self.tree.limits())
                 .is_ok_and(|u| self.tree.effective_acl(&u).permits(viewer, dmtree_core::Permission::Get))
         };
         for o in &mut plan.outcomes {
+            let mut hidden = false;
             if !o.binding.is_empty() && !readable(&o.binding) {
                 o.binding = "(a node you may not read)".into();
-                o.actions.clear();
+                hidden = true;
             }
             for (key, value) in o.values.iter_mut() {
                 if !readable(read_uri(key)) {
                     *value = json!("(hidden: you may not read this node)");
+                    hidden = true;
                 }
+            }
+            let targets = o.actions.iter().filter_map(epoch::Planned::target).chain(match &o.why_not {
+                Some(crate::decide::NotFired::WriteConflict { node, .. }) => Some(node.as_str()),
+                _ => None,
+            });
+            hidden |= targets.into_iter().any(|t| !readable(t));
+            if hidden {
+                o.condition = None;
+                o.counters_before = Counters::default();
+                o.counters = Counters::default();
+                o.would_fire = false;
+                o.why_not = Some(crate::decide::NotFired::Hidden);
+                o.actions.clear();
             }
         }
     }

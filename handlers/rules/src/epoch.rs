@@ -40,7 +40,8 @@ pub enum Planned {
 }
 
 impl Planned {
-    fn target(&self) -> Option<&str> {
+    /// The node the action writes or executes, if any.
+    pub fn target(&self) -> Option<&str> {
         match self {
             Planned::Set { uri, .. } | Planned::Exec { uri, .. } | Planned::Shutdown { uri } => Some(uri),
             _ => None,
@@ -128,7 +129,15 @@ pub fn plan(
         groups.entry((r.owner.as_str(), pattern)).or_default().push(i);
     }
     for ((owner, pattern), members) in groups {
-        evaluate(e, owner, pattern, rules, &members, counters, views, &mut plans);
+        // A bug in one group's evaluation suspends those rules, not the epoch.
+        let run =
+            std::panic::AssertUnwindSafe(|| evaluate(e, owner, pattern, rules, &members, counters, views, &mut plans));
+        if std::panic::catch_unwind(run).is_err() {
+            for &i in &members {
+                plans[i].error = Some("the evaluation failed inside dmtree (a bug); the rule is suspended".into());
+                plans[i].outcomes.clear();
+            }
+        }
     }
     let by_name: HashMap<&str, &Arc<Rule>> = rules.iter().map(|r| (r.name.as_str(), r)).collect();
     settle_groups(&mut plans, &by_name);
@@ -279,21 +288,27 @@ fn outranks(a: &Rule, b: &Rule) -> bool {
 }
 
 /// Within a group, only the highest-priority candidate acts on a binding.
+/// Groups belong to an owner: another principal's rules can neither block
+/// these nor learn, by being blocked, whether they would fire.
 fn settle_groups(plans: &mut [RulePlan], rules: &HashMap<&str, &Arc<Rule>>) {
-    let mut best: HashMap<(String, String), String> = HashMap::new();
+    let mut best: HashMap<(String, String, String), String> = HashMap::new();
     for p in plans.iter() {
-        let Some(group) = rules.get(p.rule.as_str()).and_then(|r| r.spec.group.clone()) else { continue };
+        let rule = rules[p.rule.as_str()];
+        let Some(group) = rule.spec.group.clone() else { continue };
         for o in p.outcomes.iter().filter(|o| o.would_fire) {
-            let slot = best.entry((group.clone(), o.binding.clone())).or_insert_with(|| p.rule.clone());
-            if outranks(rules[p.rule.as_str()], rules[slot.as_str()]) {
+            let slot =
+                best.entry((rule.owner.clone(), group.clone(), o.binding.clone())).or_insert_with(|| p.rule.clone());
+            if outranks(rule, rules[slot.as_str()]) {
                 *slot = p.rule.clone();
             }
         }
     }
     for p in plans.iter_mut() {
-        let Some(group) = rules.get(p.rule.as_str()).and_then(|r| r.spec.group.clone()) else { continue };
+        let rule = rules[p.rule.as_str()];
+        let Some(group) = rule.spec.group.clone() else { continue };
         for o in p.outcomes.iter_mut().filter(|o| o.would_fire) {
-            if let Some(winner) = best.get(&(group.clone(), o.binding.clone())).filter(|w| **w != p.rule) {
+            let key = (rule.owner.clone(), group.clone(), o.binding.clone());
+            if let Some(winner) = best.get(&key).filter(|w| **w != p.rule) {
                 block(o, NotFired::LowerPriority { winner: winner.clone() });
             }
         }
@@ -334,26 +349,27 @@ fn place_action(a: &Action, binding: &str) -> Result<Planned, String> {
     })
 }
 
-/// Two candidates that write one node: the higher priority acts, the other is blocked.
+/// Two candidates of one owner that write one node: the higher priority
+/// acts, the other is blocked. Across owners the tree's ACLs decide.
 fn settle_writes(plans: &mut [RulePlan], rules: &HashMap<&str, &Arc<Rule>>) {
-    let mut owner: HashMap<String, String> = HashMap::new();
+    let mut owner: HashMap<(String, String), String> = HashMap::new();
     for p in plans.iter() {
+        let rule = rules[p.rule.as_str()];
         for o in p.outcomes.iter().filter(|o| o.would_fire) {
             for t in o.actions.iter().filter_map(Planned::target) {
-                let slot = owner.entry(t.to_owned()).or_insert_with(|| p.rule.clone());
-                if outranks(rules[p.rule.as_str()], rules[slot.as_str()]) {
+                let slot = owner.entry((rule.owner.clone(), t.to_owned())).or_insert_with(|| p.rule.clone());
+                if outranks(rule, rules[slot.as_str()]) {
                     *slot = p.rule.clone();
                 }
             }
         }
     }
     for p in plans.iter_mut() {
+        let who = rules[p.rule.as_str()].owner.clone();
         for o in p.outcomes.iter_mut().filter(|o| o.would_fire) {
-            let lost = o
-                .actions
-                .iter()
-                .filter_map(Planned::target)
-                .find_map(|t| owner.get(t).filter(|w| **w != p.rule).map(|w| (w.clone(), t.to_owned())));
+            let lost = o.actions.iter().filter_map(Planned::target).find_map(|t| {
+                owner.get(&(who.clone(), t.to_owned())).filter(|w| **w != p.rule).map(|w| (w.clone(), t.to_owned()))
+            });
             if let Some((winner, node)) = lost {
                 block(o, NotFired::WriteConflict { winner, node });
             }

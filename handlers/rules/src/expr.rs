@@ -167,23 +167,25 @@ impl Expr {
         if src.trim().is_empty() {
             return Err(ExprError::at(src, 0, "empty expression"));
         }
-        if src.len() > 4096 {
-            return Err(ExprError::at(src, 4096, "longer than 4096 characters"));
+        if src.len() > MAX_SOURCE {
+            return Err(ExprError::at(src, MAX_SOURCE, format!("longer than {MAX_SOURCE} characters")));
         }
-        // The parser recurses; a pathological nesting must not exhaust the stack.
-        if nesting(src) > 64 {
-            return Err(ExprError::at(src, 0, "nested more than 64 levels"));
+        // The parser recurses deeply per bracket: bound the brackets, and parse on a large stack.
+        if nesting(src) > MAX_NESTING {
+            return Err(ExprError::at(src, 0, format!("brackets nested more than {MAX_NESTING} levels")));
         }
-        let program = std::panic::catch_unwind(|| Program::compile(src))
-            .map_err(|_| ExprError::at(src, 0, "the expression could not be parsed"))?
-            .map_err(|errs| match errs.errors.first() {
-                Some(e) => {
-                    let (line, col) = (e.pos.0.max(1) as usize, e.pos.1.max(0) as usize + 1);
-                    ExprError::At { line, column: col, message: e.msg.clone() }
-                }
-                None => ExprError::at(src, 0, "syntax error"),
-            })?;
-        check(src, program.expression())?;
+        let owned = src.to_owned();
+        let parsed = on_large_stack(move || std::panic::catch_unwind(|| Program::compile(&owned)).ok())
+            .flatten()
+            .ok_or_else(|| ExprError::at(src, 0, "the expression could not be parsed"))?;
+        let program = parsed.map_err(|errs| match errs.errors.first() {
+            Some(e) => {
+                let (line, col) = (e.pos.0.max(1) as usize, e.pos.1.max(0) as usize + 1);
+                ExprError::At { line, column: col, message: e.msg.clone() }
+            }
+            None => ExprError::at(src, 0, "syntax error"),
+        })?;
+        check(src, program.expression(), 0, false)?;
         Ok(Self { source: src.into(), program: Arc::new(program) })
     }
 
@@ -204,7 +206,7 @@ impl Expr {
     pub fn eval_bool(&self, scope: &Scope<'_>) -> Result<bool, String> {
         match self.eval(scope)? {
             Json::Bool(b) => Ok(b),
-            other => Err(format!("{} gave {other}, not a boolean", self.source)),
+            other => Err(format!("{} gave a {}, not a boolean", self.source, json_type(&other))),
         }
     }
 }
@@ -212,6 +214,20 @@ impl Expr {
 /// A binding's variables, built once and shared by every rule evaluated on it.
 pub struct Scope<'a> {
     ctx: Context<'a>,
+}
+
+/// Longest expression source.
+pub const MAX_SOURCE: usize = 1024;
+/// Deepest bracket nesting (the parser's recursion per level is large).
+pub const MAX_NESTING: usize = 32;
+/// Deepest expression tree (evaluation recurses once per level).
+pub const MAX_DEPTH: usize = 64;
+/// The stack parsing and evaluation run on (reserved, not committed, memory).
+pub const LARGE_STACK: usize = 256 << 20;
+
+/// Runs `f` on a thread of its own with [`LARGE_STACK`]; `None` if it could not run.
+pub fn on_large_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    std::thread::Builder::new().name("dmtree-cel".into()).stack_size(LARGE_STACK).spawn(f).ok()?.join().ok()
 }
 
 fn nesting(src: &str) -> usize {
@@ -229,11 +245,30 @@ fn nesting(src: &str) -> usize {
     max
 }
 
+/// An evaluation error in words that name types, never values: the error
+/// shows on the rule to its readers, who may not read what it read.
 fn describe(e: &ExecutionError) -> String {
+    use ExecutionError as E;
+    let t = |v: &Value| v.type_of().to_string();
     match e {
-        ExecutionError::FunctionError { function, message } => format!("{function}(): {message}"),
-        ExecutionError::UndeclaredReference(name) => format!("{name} is not defined for this binding"),
-        other => other.to_string(),
+        E::FunctionError { function, message } if OURS.contains(&function.as_str()) => {
+            format!("{function}(): {message}")
+        }
+        E::FunctionError { function, .. } => format!("{function}() failed on its argument"),
+        E::UndeclaredReference(name) => format!("{name} is not defined for this binding"),
+        E::InvalidArgumentCount { expected, actual } => format!("{actual} arguments given, {expected} expected"),
+        E::UnexpectedType { got, want } => format!("a {got} where a {want} is expected"),
+        E::ValuesNotComparable(a, b) => format!("a {} cannot be compared with a {}", t(a), t(b)),
+        E::UnsupportedBinaryOperator(op, a, b) => format!("'{op}' does not apply to a {} and a {}", t(a), t(b)),
+        E::UnsupportedUnaryOperator(op, v) => format!("'{op}' does not apply to a {}", t(v)),
+        E::UnsupportedTargetType { target } => format!("not supported on a {}", t(target)),
+        E::NotSupportedAsMethod { method, target } => format!("{method}() is not a method of a {}", t(target)),
+        E::NoSuchKey(_) => "no such key".into(),
+        E::NoSuchOverload => "no such overload".into(),
+        E::DivisionByZero(_) | E::RemainderByZero(_) => "division by zero".into(),
+        E::Overflow(op, ..) => format!("'{op}' overflowed"),
+        E::IndexOutOfBounds(_) => "index out of bounds".into(),
+        _ => "the expression cannot be evaluated on these values".into(),
     }
 }
 
@@ -302,9 +337,14 @@ fn window_fn(name: &str, args: usize) -> bool {
     Window::of(name).is_some() && args == 2
 }
 
-/// Walks the tree: unknown functions, wrong arity, literal arguments of the
-/// wrong type, bad durations, and comparisons that can never type-check.
-fn check(src: &str, e: &IdedExpr) -> Result<(), ExprError> {
+/// Walks the tree: its depth, nested list macros, unknown functions, wrong
+/// arity, literal arguments of the wrong type, bad durations, and
+/// comparisons that can never type-check.
+fn check(src: &str, e: &IdedExpr, depth: usize, in_macro: bool) -> Result<(), ExprError> {
+    if depth > MAX_DEPTH {
+        return Err(ExprError::at(src, 0, format!("more than {MAX_DEPTH} levels of operations")));
+    }
+    let deeper = |x: &IdedExpr| check(src, x, depth + 1, in_macro);
     match &e.expr {
         Ast::Call(c) => {
             let name = c.func_name.as_str();
@@ -327,17 +367,24 @@ fn check(src: &str, e: &IdedExpr) -> Result<(), ExprError> {
                 }
             }
             if let Some(t) = &c.target {
-                check(src, t)?;
+                deeper(t)?;
             }
-            c.args.iter().try_for_each(|a| check(src, a))
+            c.args.iter().try_for_each(deeper)
+        }
+        // One list macro costs what its list holds; one inside another multiplies.
+        Ast::Comprehension(_) if in_macro => {
+            Err(ExprError::at(src, 0, "a list macro (map, filter, all, exists) inside another is not allowed"))
         }
         Ast::Comprehension(c) => {
-            check(src, &c.iter_range)?;
-            check(src, &c.loop_step)?;
-            check(src, &c.result)
+            check(src, &c.iter_range, depth + 1, in_macro)?;
+            [&c.loop_cond, &c.loop_step, &c.result].into_iter().try_for_each(|x| check(src, x, depth + 1, true))
         }
-        Ast::List(l) => l.elements.iter().try_for_each(|a| check(src, a)),
-        Ast::Select(s) => check(src, &s.operand),
+        Ast::List(l) => l.elements.iter().try_for_each(deeper),
+        Ast::Map(m) => m.entries.iter().try_for_each(|entry| match &entry.expr {
+            cel::common::ast::EntryExpr::MapEntry(me) => deeper(&me.key).and_then(|()| deeper(&me.value)),
+            cel::common::ast::EntryExpr::StructField(f) => deeper(&f.value),
+        }),
+        Ast::Select(s) => deeper(&s.operand),
         _ => Ok(()),
     }
 }
@@ -546,6 +593,17 @@ pub fn resolve(base: &str, path: &str) -> Result<String, String> {
         }
     }
     Ok(out.join("/"))
+}
+
+fn json_type(v: &Json) -> &'static str {
+    match v {
+        Json::Null => "null",
+        Json::Bool(_) => "boolean",
+        Json::Number(_) => "number",
+        Json::String(_) => "string",
+        Json::Array(_) => "list",
+        Json::Object(_) => "map",
+    }
 }
 
 pub fn json_to_cel(v: &Json) -> Value {

@@ -196,12 +196,18 @@ impl Rule {
     }
 }
 
-/// `5s`, `10m`, `1h30m`, `2d` (humantime), at least one millisecond.
+/// Longest duration a rule may give (a cooldown, a window).
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// `5s`, `10m`, `1h30m`, `2d` (humantime), from a millisecond to a year.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(text.trim())
         .map_err(|e| format!("{text:?} is not a duration ({e}); e.g. 30s, 10m, 1h"))?;
-    if d.is_zero() {
-        return Err(format!("{text:?}: a duration must be positive"));
+    if d < Duration::from_millis(1) {
+        return Err(format!("{text:?}: a duration must be at least 1ms"));
+    }
+    if d > MAX_DURATION {
+        return Err(format!("{text:?}: a duration must be at most a year"));
     }
     Ok(d)
 }
@@ -358,5 +364,7 @@ mod tests {
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("5").is_err());
+        assert!(parse_duration("9223372036854775s 809ms").is_err());
+        assert!(parse_duration("367d").is_err());
     }
 }

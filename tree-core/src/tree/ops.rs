@@ -43,6 +43,11 @@ impl Tree {
                 (None, None) => {}
             }
             write.precondition.check(uri, existing.as_ref())?;
+            // Refused before anything is written: a handler outside the
+            // transaction (rules) would otherwise keep a write whose ACL part failed.
+            if write.acl.is_some() {
+                self.require(&tx.principal, &uri.parent().unwrap_or_default(), Permission::Replace)?;
+            }
             let created = existing.is_none();
             match (write.content, existing.as_ref().map(|n| n.kind)) {
                 (Some(Content::Leaf(v)), Some(NodeKind::Leaf)) => self.replace_value(tx, uri, v).await?,
