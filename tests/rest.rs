@@ -495,6 +495,7 @@ async fn self_describing_subtrees_health_and_metrics() {
             "infrastructure",
             "managers",
             "mounts",
+            "rules",
             "scratch",
             "sessions",
             "subscriptions",

@@ -423,3 +423,60 @@ async fn a_rule_writer_cannot_crash_the_server_or_read_around_acls() {
     let r = http.put("/tree/contextstore", json!({"acl": null})).await;
     assert!(r.status < 300, "{}", r.body);
 }
+
+/// true, true, false, true: the count starts over, so `for_epochs: 3` waits three more.
+#[tokio::test]
+async fn a_false_epoch_resets_the_count() {
+    let http = admin();
+    set(&http, "config/reset/hot", json!(false)).await;
+    let rule = json!({"scope": "global", "when": "value('./config/reset/hot') == true", "for_epochs": 3,
+        "actions": [{"set": "./config/reset/alert", "value": true}]});
+    assert_eq!(put_rule(&http, "reset", rule).await.status, 201);
+    after_epoch(&http).await;
+    set(&http, "config/reset/hot", json!(true)).await;
+    after_epoch(&http).await;
+    after_epoch(&http).await;
+    let e = explain(&http, "reset").await;
+    assert_eq!(e["bindings"][0]["counters_before"]["consecutive"], json!(2), "{e}");
+    set(&http, "config/reset/hot", json!(false)).await;
+    after_epoch(&http).await;
+    set(&http, "config/reset/hot", json!(true)).await;
+    let e = explain(&http, "reset").await;
+    assert_eq!(e["bindings"][0]["counters_before"]["consecutive"], json!(0), "{e}");
+    assert_eq!(e["bindings"][0]["why_not"]["have"], json!(1), "{e}");
+    after_epoch(&http).await;
+    after_epoch(&http).await;
+    assert_eq!(http.get("/tree/config/reset/alert").await.status, 404, "fired after two hot epochs");
+    eventually("the alert after three", Duration::from_secs(10), || async {
+        (value(&http, "config/reset/alert").await == json!(true)).then_some(())
+    })
+    .await;
+}
+
+/// A rule from the configuration file keeps its state across restarts (it is
+/// rewritten only when the file changes it), so it does not fire again.
+#[tokio::test]
+async fn a_rule_from_the_file_survives_a_restart_without_firing_again() {
+    let file_rule = r#"
+[[rules.rule]]
+name = "from-file"
+scope = "global"
+when = "value('./config/file/n') != null"
+actions = [{ set = "./config/file/n", expr = "value('./config/file/n') + 1" }]
+"#;
+    let mut server = Server::start(&format!("{}{file_rule}", config()));
+    let http = server.as_admin();
+    set(&http, "config/file/n", json!(0)).await;
+    eventually("the firing", Duration::from_secs(10), || async {
+        (value(&http, "config/file/n").await == json!(1)).then_some(())
+    })
+    .await;
+    assert_eq!(value(&http, "rules/from-file/owner").await, json!("admin"));
+    server.kill9();
+    server.restart();
+    let http = server.as_admin();
+    for _ in 0..3 {
+        after_epoch(&http).await;
+    }
+    assert_eq!(value(&http, "config/file/n").await, json!(1), "re-armed by the restart");
+}

@@ -125,6 +125,10 @@ async fn mount_rules(tree: &Arc<Tree>, config: &ServerConfig) -> anyhow::Result<
     let (engine, _task) = dmtree_rules::start(tree.clone(), config.rules_settings()?).await?;
     let admin = dmtree_core::Principal::named(dmtree_core::ADMIN);
     for (name, spec) in config.initial_rules()? {
+        // Unchanged since the last start: keep its counters (rewriting would re-arm it).
+        if engine.with_rule(&name, |l| l.rule.spec == spec && l.rule.owner == dmtree_core::ADMIN) == Some(true) {
+            continue;
+        }
         engine.put(&name, &admin, spec).await.with_context(|| format!("rule {name} from the configuration"))?;
     }
     let at = Uri::root().join_name("rules");

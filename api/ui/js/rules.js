@@ -77,7 +77,7 @@ function renderList(box, params) {
   function draw() {
     const counts = { all: rules.length };
     for (const r of rules) counts[r.status] = (counts[r.status] || 0) + 1;
-    chips.replaceChildren(...['all', 'ok', 'suspended', 'error'].map((s) => el('button', {
+    chips.replaceChildren(...['all', 'ok', 'suspended', 'disabled'].map((s) => el('button', {
       type: 'button', class: 'chip', 'aria-pressed': String(state.status === s),
       onclick: () => { state.status = s; keep(); draw(); },
     }, `${s} ${counts[s] || 0}`)));
@@ -160,27 +160,19 @@ function renderRule(box, name) {
   }
 
   // Explain: what the rule would do now, binding by binding.
-  const data = el('textarea', { rows: 2, id: 'explain-data', 'aria-label': 'Explain data (JSON)' }, '{}');
   const run = el('button', { type: 'button', class: 'primary', id: 'explain-run', disabled: !token() }, 'Explain now');
   const out = el('div');
   run.addEventListener('click', async () => {
-    let body;
-    try {
-      body = data.value.trim() ? JSON.parse(data.value) : {};
-    } catch (e) {
-      out.replaceChildren(errorBox(e));
-      return;
-    }
     out.replaceChildren(el('p', { class: 'muted' }, 'Evaluating…'));
     try {
-      const { data: res } = await execNode(['rules', name, 'explain'], body);
+      const { data: res } = await execNode(['rules', name, 'explain'], {});
       out.replaceChildren(explainTable(res && 'result' in res ? res.result : res));
     } catch (e) {
       out.replaceChildren(errorBox(e));
     }
   });
-  explainBox.replaceChildren(section('Explain', el('p', { class: 'muted' }, token() ? 'Evaluates the rule now and shows, per binding, its values, the condition and why it would or would not fire.' : 'Paste a token to run explain (an exec).'),
-    data, el('div', { class: 'buttons' }, run), out));
+  explainBox.replaceChildren(section('Explain', el('p', { class: 'muted' }, token() ? 'A dry run of the next epoch: per binding, the values read, the condition, and why it would or would not fire. Nothing is changed.' : 'Paste a token to run explain (an exec).'),
+    el('div', { class: 'buttons' }, run), out));
 
   const refresh = throttle(() => !disposed && load(), 1000);
   load();

@@ -64,6 +64,9 @@ pub struct Engine {
     sink: Mutex<Option<ChangeSink>>,
 }
 
+/// How long finished firings are kept (they key exactly-once only while a redo is possible).
+const FIRINGS_KEPT_MS: i64 = 7 * 24 * 3600 * 1000;
+
 /// Rules one principal may own: each costs every epoch.
 pub const MAX_RULES_PER_OWNER: usize = 1000;
 
@@ -222,6 +225,9 @@ impl Engine {
             return Ok(());
         }
         let now = now_ms();
+        if placement.coordinator && number % 100 == 0 {
+            self.store.prune(now - FIRINGS_KEPT_MS).await?;
+        }
         let plans = self.plan(number, now, &placement, rules.clone(), false).await?;
         self.apply(number, now, &rules, plans).await
     }
@@ -266,10 +272,10 @@ impl Engine {
             let changed: Vec<(String, Counters)> = plan
                 .outcomes
                 .iter()
+                // Back to the defaults is a change too: a count that fell to 0 must not stay 2.
                 .filter(|o| {
                     !o.would_fire
-                        && o.counters != o.counters_before
-                        && o.counters != Counters { last_epoch: o.counters.last_epoch, ..Counters::default() }
+                        && Counters { last_epoch: o.counters_before.last_epoch, ..o.counters } != o.counters_before
                 })
                 .map(|o| (o.key.clone(), o.counters))
                 .collect();
@@ -321,7 +327,8 @@ impl Engine {
                 l.stats.last_firing = stamp(now);
                 if let Some(e) = &failure {
                     l.stats.errors += 1;
-                    l.stats.last_error = Some(format!("{binding}: {e}"));
+                    let at = if binding.is_empty() { String::new() } else { format!("{binding}: ") };
+                    l.stats.last_error = Some(format!("{at}{e}"));
                 }
             }
         }
@@ -350,13 +357,17 @@ impl Engine {
         s.evaluations += plan.evaluated;
         s.last_evaluation = stamp(now);
         s.last_elapsed_us = plan.elapsed_us;
-        for why in plan.outcomes.iter().filter_map(|o| o.why_not.as_ref()) {
+        // `error` shows this epoch's: an error gone is an error cleared.
+        s.last_error = None;
+        for o in &plan.outcomes {
+            let Some(why) = &o.why_not else { continue };
             if why.is_block() {
                 *s.blocked.entry(why.label()).or_default() += 1;
             }
             if let crate::decide::NotFired::Error { message } = why {
                 s.errors += 1;
-                s.last_error = Some(message.clone());
+                let at = if o.binding.is_empty() { String::new() } else { format!("{}: ", o.binding) };
+                s.last_error = Some(format!("{at}{message}"));
             }
         }
         if let Some(e) = &plan.error {

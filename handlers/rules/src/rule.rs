@@ -150,7 +150,16 @@ impl Rule {
         let for_each = spec.for_each.as_deref().map(str::trim).filter(|s| !s.is_empty());
         match (spec.scope, for_each) {
             (Scope::Local, None) => return Err(SpecError::new("for_each", "a local rule needs a pattern to bind")),
-            (_, Some(p)) => check_pattern(p).map_err(|m| SpecError::new("for_each", m))?,
+            (_, Some(p)) => {
+                check_pattern(p).map_err(|m| SpecError::new("for_each", m))?;
+                // A resource is evaluated where it is held: bind the resource, read below it.
+                if p.starts_with("./managers/resources/") && p.split('/').count() > 4 {
+                    return Err(SpecError::new(
+                        "for_each",
+                        "bind ./managers/resources/* and read below it, e.g. value('properties/load')",
+                    ));
+                }
+            }
             (Scope::Global, None) => {}
         }
         if spec.for_epochs == 0 || spec.for_epochs > MAX_FOR_EPOCHS {
@@ -346,6 +355,7 @@ mod tests {
         bad(json!({"when": "true"}), "for_each");
         bad(json!({"for_each": "config/*", "when": "true"}), "for_each");
         bad(json!({"for_each": "./a/**", "when": "true"}), "for_each");
+        bad(json!({"for_each": "./managers/resources/*/properties", "when": "true"}), "for_each");
         bad(json!({"scope": "global", "when": "true", "cooldown": "10 parsecs"}), "cooldown");
         bad(json!({"scope": "global", "when": "true", "for_epochs": 0}), "for_epochs");
         bad(json!({"scope": "global", "when": "1 +"}), "when");

@@ -208,6 +208,15 @@ impl Store {
         Ok(n.rows_affected() == 1)
     }
 
+    /// Forgets finished firings from before `before_ms` (pending ones stay for a redo).
+    pub async fn prune(&self, before_ms: i64) -> Result<u64> {
+        let n = sqlx::query("DELETE FROM dmtree_rule_firings WHERE status <> 'pending' AND at_ms < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(n.rows_affected())
+    }
+
     /// How many firings a rule has on record (all members).
     pub async fn firings(&self, rule: &str) -> Result<i64> {
         sqlx::query_scalar("SELECT COUNT(*) FROM dmtree_rule_firings WHERE rule = $1")
