@@ -51,7 +51,7 @@ pub struct Cloud {
 
 impl Cloud {
     pub async fn open(settings: Settings) -> Result<Arc<Self>, RegistryError> {
-        let registry = Registry::open(&settings.registry).await?;
+        let registry = Registry::open(&settings.registry, settings.lease()).await?;
         let bus = settings.amqp.clone().map(|url| Bus::new(url, &settings.id, settings.quorum_queues));
         let (statuses, status_queue) = tokio::sync::mpsc::unbounded_channel();
         Ok(Arc::new(Self {

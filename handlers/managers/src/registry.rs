@@ -168,13 +168,24 @@ type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
 
 impl Registry {
     /// Opens `postgres://…` or `sqlite://…` and brings its schema up to date.
-    pub async fn open(url: &str) -> Result<Self> {
+    /// `lease`: a member paused inside a transaction longer than this has its
+    /// transaction ended by PostgreSQL, so the locks it held (the coordinator
+    /// row) cannot stall the election that replaces it.
+    pub async fn open(url: &str, lease: std::time::Duration) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let dialect = if url.starts_with("sqlite:") { Dialect::Sqlite } else { Dialect::Postgres };
         let options = match dialect {
             // One writer: SQLite would otherwise answer "database is locked".
             Dialect::Sqlite => AnyPoolOptions::new().max_connections(1),
-            Dialect::Postgres => AnyPoolOptions::new().max_connections(8),
+            Dialect::Postgres => {
+                let idle_ms = lease.as_millis().max(1000) as u64;
+                AnyPoolOptions::new().max_connections(8).after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        let set = format!("SET idle_in_transaction_session_timeout = {idle_ms}");
+                        sqlx::query(&set).execute(conn).await.map(drop)
+                    })
+                })
+            }
         };
         let pool = options.acquire_timeout(std::time::Duration::from_secs(5)).connect(url).await?;
         let mut migrator = match dialect {

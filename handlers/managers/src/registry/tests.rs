@@ -16,7 +16,7 @@ fn request(resource: &str, nonce: &str) -> Request {
 async fn registry() -> (tempfile::TempDir, Registry) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display());
-    let registry = Registry::open(&url).await.unwrap();
+    let registry = Registry::open(&url, std::time::Duration::from_secs(3)).await.unwrap();
     (dir, registry)
 }
 
