@@ -420,8 +420,20 @@ async fn a_rule_writer_cannot_crash_the_server_or_read_around_acls() {
         .send(alice.request(reqwest::Method::POST, "/exec/contextstore/query").json(&json!({"type": "rule.fired"})))
         .await;
     assert!(r.status == 403 || r.status == 400, "{}", r.body);
+    // A leaf's history is as private as the leaf.
+    let q = json!({"uri": "./config/probe/secret"});
+    let r = alice.send(alice.request(reqwest::Method::POST, "/exec/contextstore/history").json(&q)).await;
+    assert_eq!(r.status, 403, "{}", r.body);
     let r = http.put("/tree/contextstore", json!({"acl": null})).await;
     assert!(r.status < 300, "{}", r.body);
+
+    // The rules' own events (firings, suspensions) replayed to alice: only the rules she may read.
+    let seen = alice.events("?uri=./rules/**&since=0", None).await.drain(Duration::from_millis(500)).await;
+    assert!(!seen.is_empty(), "alice reads the rule she was granted");
+    for e in &seen {
+        let uri = e["uri"].as_str().unwrap_or_default();
+        assert!(uri.starts_with("./rules/probe-admin") || uri.starts_with("./rules/alice-corner"), "leaked: {e}");
+    }
 }
 
 /// true, true, false, true: the count starts over, so `for_epochs: 3` waits three more.
