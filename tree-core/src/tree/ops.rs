@@ -122,7 +122,12 @@ impl Tree {
             missing.push(p);
         }
         for p in missing.into_iter().rev() {
-            self.add_node(tx, &p, NewNode::Interior).await?;
+            match self.add_node(tx, &p, NewNode::Interior).await {
+                // A write under a sibling added it since the lookup: the locks
+                // let two writers share a missing ancestor, and either may add it.
+                Err(e) if e.is(ErrorCode::NodeAlreadyExists) => {}
+                r => r?,
+            }
         }
         Ok(())
     }

@@ -442,3 +442,69 @@ mod fanout {
         assert_eq!(tree.subscription_count(), before);
     }
 }
+
+/// A memory handler that holds two writers adding `shared` until both have
+/// seen it missing, then lets the second add it only after the first committed.
+struct SharedAncestor {
+    inner: MemoryHandler,
+    both_looked: tokio::sync::Barrier,
+    first_committed: tokio::sync::Notify,
+}
+
+impl SharedAncestor {
+    fn new() -> Self {
+        Self {
+            inner: MemoryHandler::default(),
+            both_looked: tokio::sync::Barrier::new(2),
+            first_committed: Default::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl DataHandler for SharedAncestor {
+    fn kind(&self) -> &'static str {
+        "shared-ancestor"
+    }
+    async fn get(&self, cx: OpContext<'_>, path: &Uri) -> Result<Node> {
+        self.inner.get(cx, path).await
+    }
+    async fn children(&self, cx: OpContext<'_>, path: &Uri) -> Result<Vec<String>> {
+        self.inner.children(cx, path).await
+    }
+    async fn meta(&self, _cx: OpContext<'_>, _path: &Uri) -> Result<Meta> {
+        Ok(Meta::permissive())
+    }
+    async fn add(&self, cx: OpContext<'_>, path: &Uri, node: NewNode) -> Result<()> {
+        if path.to_string() == "./shared" && !self.both_looked.wait().await.is_leader() {
+            self.first_committed.notified().await;
+        }
+        self.inner.add(cx, path, node).await
+    }
+    fn transactional(&self) -> bool {
+        true
+    }
+    async fn commit(&self, tx: TxId) -> Result<()> {
+        self.inner.commit(tx).await?;
+        self.first_committed.notify_one();
+        Ok(())
+    }
+    async fn rollback(&self, tx: TxId) {
+        self.inner.rollback(tx).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_under_one_missing_parent_both_succeed() {
+    let tree = tree().await;
+    tree.mount("g", u("./g"), Arc::new(SharedAncestor::new())).unwrap();
+    let put = |name: &'static str| {
+        let tree = tree.clone();
+        tokio::spawn(async move { tree.put(&Caller::new(&admin()), &u(&format!("./g/shared/{name}")), leaf(1)).await })
+    };
+    let (a, b) = (put("n1"), put("n2"));
+    a.await.unwrap().unwrap();
+    b.await.unwrap().unwrap();
+    assert_eq!(value(&tree, "./g/shared/n1").await, Some(Value::Int(1)));
+    assert_eq!(value(&tree, "./g/shared/n2").await, Some(Value::Int(1)));
+}
