@@ -57,6 +57,16 @@ async fn anonymous_reads_and_writes_need_a_token() {
 }
 
 #[tokio::test]
+async fn whoami_names_the_principal_a_token_resolves_to() {
+    let who = |r: common::Reply| (r.status, r.body);
+    assert_eq!(who(SERVER.http().get("/whoami").await), (200, json!({"principal": null, "admin": false})));
+    assert_eq!(who(SERVER.as_alice().get("/whoami").await), (200, json!({"principal": "alice", "admin": false})));
+    assert_eq!(who(SERVER.as_admin().get("/whoami").await), (200, json!({"principal": "admin", "admin": true})));
+    let r = SERVER.http().token("not-a-token").get("/whoami").await;
+    assert_eq!((r.status, r.code()), (401, "invalid_token"));
+}
+
+#[tokio::test]
 async fn leaf_and_interior_shapes_with_inferred_and_explicit_formats() {
     let admin = SERVER.as_admin();
     let cases = [

@@ -18,14 +18,14 @@ Errors are `{\"error\": {\"code\", \"uri\", \"message\"}}`."
     paths(
         tree::get_node, tree::put_node, tree::post_node, tree::patch_node, tree::delete_node, tree::exec_node,
         sessions::open, sessions::list, sessions::show, sessions::commit, sessions::rollback, sessions::close,
-        events::events, federation::grant, ops::healthz, ops::metrics, ops::openapi,
+        events::events, federation::grant, ops::healthz, ops::whoami, ops::metrics, ops::openapi,
     ),
     tags(
         (name = "tree", description = "Read and write nodes"),
         (name = "sessions", description = "Shared, exclusive and atomic sessions"),
         (name = "events", description = "Change notifications"),
         (name = "federation", description = "Mounting other trees, and being mounted"),
-        (name = "ops", description = "Health, metrics and this contract"),
+        (name = "ops", description = "Health, the caller, metrics and this contract"),
     )
 )]
 struct ApiDoc;

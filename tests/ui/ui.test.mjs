@@ -102,14 +102,22 @@ test('live: a PUT from outside appears within 1 s; added and deleted nodes come 
 });
 
 test('editing: a value set in the page with a token is what curl reads', async () => {
-  const { page } = await open();
+  const p = await open();
+  const { page } = p;
   await page.goto('/ui/#/config/app/limit');
   await page.locator('#node-value').waitFor();
   // No token yet: no edit button.
   assert.equal(await page.locator('#edit-value-btn').count(), 0);
+  // A wrong token is refused with its code, and not kept.
+  p.allow(/\/whoami$/, /status of 401/);
+  await page.locator('#token-input').fill('not-a-token');
+  await page.locator('#token-use').click();
+  await page.locator('#toast', { hasText: 'invalid_token' }).waitFor();
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('dmtree.token')), null);
   await page.locator('#token-input').fill(server.token);
   await page.locator('#token-use').click();
-  await page.locator('#token-state', { hasText: 'token set' }).waitFor();
+  // The header names the principal the server resolved (GET /whoami).
+  await page.locator('#token-state', { hasText: 'admin (this tab only)' }).waitFor();
   // The token is in sessionStorage, never in the URL.
   assert.ok(!page.url().includes(server.token));
   assert.equal(await page.evaluate(() => sessionStorage.getItem('dmtree.token')), server.token);

@@ -36,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .route("/events", get(events::events))
         .route("/federation/grant", get(federation::grant))
         .route("/healthz", get(ops::healthz))
+        .route("/whoami", get(ops::whoami))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.yaml", get(ops::openapi))
         .route("/", get(ui::root))

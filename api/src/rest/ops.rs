@@ -1,4 +1,4 @@
-//! Operational endpoints: health, metrics, and the OpenAPI contract.
+//! Operational endpoints: health, who the caller is, metrics, and the OpenAPI contract.
 
 use axum::Json;
 use axum::extract::State;
@@ -7,6 +7,7 @@ use axum::response::IntoResponse;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::extract::Auth;
 use crate::state::AppState;
 
 #[derive(Serialize, ToSchema)]
@@ -19,6 +20,23 @@ pub struct Health {
 #[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "Healthy", body = Health)))]
 pub async fn healthz(State(app): State<AppState>) -> Json<Health> {
     Json(Health { status: "ok", revision: app.tree.events().head() })
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WhoAmI {
+    /// The principal the bearer token names; null when the caller sent none.
+    pub principal: Option<String>,
+    /// Whether it is the operator principal, which may see every session and subscription.
+    pub admin: bool,
+}
+
+/// The caller's principal, as the server resolved its token (RabbitMQ's `/api/whoami`, `kubectl auth whoami`).
+#[utoipa::path(
+    get, path = "/whoami", tag = "ops",
+    responses((status = 200, description = "The caller", body = WhoAmI), (status = 401, description = "Invalid token", body = crate::error::ErrorBody))
+)]
+pub async fn whoami(Auth(p): Auth) -> Json<WhoAmI> {
+    Json(WhoAmI { principal: p.name().map(str::to_owned), admin: p.is_admin() })
 }
 
 /// Prometheus text exposition.

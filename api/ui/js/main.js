@@ -157,27 +157,31 @@ const tokenInput = $('#token-input');
 const tokenState = $('#token-state');
 const forget = $('#token-forget');
 
-function showTokenState() {
+/** Shows whom the server takes this tab for; `who` is /whoami's answer. */
+function showTokenState(who) {
   const has = !!token();
-  tokenState.textContent = has ? 'token set (this tab only)' : 'anonymous';
+  tokenState.textContent = !has ? 'anonymous' : who && who.principal ? `${who.principal} (this tab only)` : 'token set (this tab only)';
   forget.hidden = !has;
   tokenInput.placeholder = has ? 'replace the token' : 'paste a bearer token';
 }
+
+/** Asks the server who a token is; an invalid one answers 401 invalid_token. */
+const whoami = (t) => request('GET', '/whoami', t ? { headers: { Authorization: `Bearer ${t}` } } : {});
 
 $('#token-form').addEventListener('submit', async (e) => {
   e.preventDefault();
   const t = tokenInput.value.trim();
   if (!t) return;
+  let who;
   try {
-    // Checks the token before keeping it; an invalid one answers 401 invalid_token.
-    await request('GET', '/tree?depth=0', { headers: { Authorization: `Bearer ${t}` } });
+    who = (await whoami(t)).data;
   } catch (err) {
     toast(errorBox(err));
     return;
   }
   tokenInput.value = '';
   setToken(t);
-  showTokenState();
+  showTokenState(who);
   refreshAll();
 });
 
@@ -204,6 +208,8 @@ window.addEventListener('unhandledrejection', (e) => toast(el('div', null, 'Inte
 $('#tree-refresh').addEventListener('click', () => refreshAll());
 initSearch($('#search'), $('#search-list'));
 showTokenState();
+// A token kept from before a reload: name its principal (a revoked one shows in every view's error).
+if (token()) whoami().then((r) => showTokenState(r.data), () => {});
 setStatus('idle');
 onRoute(show);
 show(current());
