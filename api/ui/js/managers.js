@@ -5,7 +5,7 @@
 import { getNode, execNode, token } from './api.js';
 import { model } from './model.js';
 import { href, setParams } from './router.js';
-import { el, fmtNumber, fmtTime, fmtValue, section, kvTable, throttle, collator } from './util.js';
+import { el, fmtNumber, fmtTime, fmtValue, section, kvTable, viewLife, collator } from './util.js';
 import { errorBox } from './edit.js';
 
 const STATUSES = ['up', 'down', 'unreachable', 'assigned'];
@@ -28,7 +28,7 @@ const msTime = (v) => (typeof v === 'number' && v > 1e11 ? fmtTime(v) : fmtValue
 
 export function render(box, { params }) {
   const state = { status: params.get('status') || 'all', q: params.get('q') || '', data: '{}' };
-  let disposed = false;
+  const life = viewLife('./managers/');
   let resources = [];
   const coordBox = el('div');
   const selfBox = el('div');
@@ -60,7 +60,7 @@ export function render(box, { params }) {
       msg.replaceChildren(errorBox(e));
       return;
     }
-    if (disposed) return;
+    if (life.disposed) return;
     msg.replaceChildren();
     const c = leaves(coord);
     const successors = typeof c.successors === 'string' ? c.successors.split(',').filter(Boolean) : Array.isArray(c.successors) ? c.successors : [];
@@ -154,17 +154,7 @@ export function render(box, { params }) {
   }
 
   filter.addEventListener('input', () => { state.q = filter.value; keep(); drawResources(); });
-  const refresh = throttle(() => !disposed && load(), 1000);
-  load();
-  return {
-    onEvent(ev) {
-      if ((ev.uri || '').startsWith('./managers/')) refresh();
-    },
-    dispose() {
-      disposed = true;
-      refresh.cancel();
-    },
-  };
+  return life.start(load);
 }
 
 function stat(n, label) {

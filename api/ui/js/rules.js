@@ -7,7 +7,7 @@
 import { getNode, execNode, token } from './api.js';
 import { model } from './model.js';
 import { href, setParams } from './router.js';
-import { el, fmtNumber, fmtTime, fmtValue, section, kvTable, throttle, collator } from './util.js';
+import { el, fmtNumber, fmtTime, fmtValue, section, kvTable, viewLife, collator } from './util.js';
 import { errorBox } from './edit.js';
 
 const DEF_FIELDS = ['scope', 'for_each', 'where', 'when', 'for_epochs', 'clear_when', 'cooldown', 'priority', 'group', 'verify', 'actions'];
@@ -44,7 +44,7 @@ export function render(box, { segs, params }) {
 
 function renderList(box, params) {
   const state = { q: params.get('q') || '', status: params.get('status') || 'all' };
-  let disposed = false;
+  const life = viewLife('./rules/');
   let rules = [];
   const filter = el('input', { type: 'search', id: 'rules-filter', placeholder: 'filter by name, owner or group', 'aria-label': 'Filter rules' });
   filter.value = state.q;
@@ -63,7 +63,7 @@ function renderList(box, params) {
       msg.replaceChildren(errorBox(e));
       return;
     }
-    if (disposed) return;
+    if (life.disposed) return;
     msg.replaceChildren();
     const children = Object.entries(data.children || {});
     // ./rules/monitoring is the engine's own counters, not a rule.
@@ -100,21 +100,11 @@ function renderList(box, params) {
 
   const keep = () => setParams({ ...(state.q ? { q: state.q } : {}), ...(state.status !== 'all' ? { status: state.status } : {}) });
   filter.addEventListener('input', () => { state.q = filter.value; keep(); draw(); });
-  const refresh = throttle(() => !disposed && load(), 1000);
-  load();
-  return {
-    onEvent(ev) {
-      if ((ev.uri || '').startsWith('./rules/')) refresh();
-    },
-    dispose() {
-      disposed = true;
-      refresh.cancel();
-    },
-  };
+  return life.start(load);
 }
 
 function renderRule(box, name) {
-  let disposed = false;
+  const life = viewLife(`./rules/${name}/`);
   const msg = el('div');
   const stateBox = el('div');
   const defBox = el('div');
@@ -124,7 +114,7 @@ function renderRule(box, name) {
 
   async function load() {
     const res = await model.resolve(['rules', name]).catch((e) => ({ error: e }));
-    if (disposed) return;
+    if (life.disposed) return;
     if (res.error) return msg.replaceChildren(errorBox(res.error));
     if (res.status !== 'ok') {
       msg.replaceChildren(el('div', { class: 'error', role: 'alert' }, el('code', null, res.status === 'missing' ? 'node_not_found' : 'permission_denied'),
@@ -138,7 +128,7 @@ function renderRule(box, name) {
       msg.replaceChildren(errorBox(e));
       return;
     }
-    if (disposed) return;
+    if (life.disposed) return;
     msg.replaceChildren();
     const r = parseRule(name, data);
     stateBox.replaceChildren(section('State', kvTable([
@@ -174,17 +164,7 @@ function renderRule(box, name) {
   explainBox.replaceChildren(section('Explain', el('p', { class: 'muted' }, token() ? 'A dry run of the next epoch: per binding, the values read, the condition, and why it would or would not fire. Nothing is changed.' : 'Paste a token to run explain (an exec).'),
     el('div', { class: 'buttons' }, run), out));
 
-  const refresh = throttle(() => !disposed && load(), 1000);
-  load();
-  return {
-    onEvent(ev) {
-      if ((ev.uri || '').startsWith(`./rules/${name}/`)) refresh();
-    },
-    dispose() {
-      disposed = true;
-      refresh.cancel();
-    },
-  };
+  return life.start(load);
 }
 
 /** The epoch loop on this member: period, last epoch, overruns, placement. */

@@ -111,3 +111,28 @@ export function kvTable(rows, cls = 'kv') {
 export function section(title, ...body) {
   return el('section', { class: 'card' }, el('h2', null, title), ...body);
 }
+
+/**
+ * A view's life: once started it reloads (at most once a second) when an
+ * event touches `prefix`, and stops when disposed; a load in flight checks
+ * `disposed` before drawing an answer nobody wants any more.
+ */
+export function viewLife(prefix) {
+  let disposed = false;
+  let refresh = null;
+  return {
+    get disposed() { return disposed; },
+    start(load) {
+      refresh = throttle(() => !disposed && load(), 1000);
+      load();
+      return this;
+    },
+    onEvent(ev) {
+      if (refresh && (ev.uri || '').startsWith(prefix)) refresh();
+    },
+    dispose() {
+      disposed = true;
+      if (refresh) refresh.cancel();
+    },
+  };
+}
